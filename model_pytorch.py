@@ -1,0 +1,447 @@
+"""GPT-1, as in OpenAI's finetune-transformer-lm, in PyTorch.
+
+Module and parameter names follow the TF variables (`model/h3/attn/c_attn/w` is
+`h.3.attn.c_attn.w` here), so that every TF tensor maps onto one parameter.
+
+Inputs are OpenAI's: integer tensors of shape (..., seq, 2) holding, for each position,
+a token id and a position id. Both index one embedding matrix `embed`, whose rows are
+[BPE tokens | special tokens | positions] (TF `model/we`), and their two rows are summed.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OPENAI_MODEL_URL = 'https://github.com/openai/finetune-transformer-lm/tree/master/model'
+
+
+def gelu(x):
+    # TF: 0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3))), the tanh form, not erf.
+    return F.gelu(x, approximate='tanh')
+
+
+def swish(x):
+    return x * torch.sigmoid(x)
+
+
+ACT_FNS = {'relu': F.relu, 'swish': swish, 'gelu': gelu}
+
+
+class Config(dict):
+    """A dict whose keys read and write as attributes; unknown names raise."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f'config has no setting {name!r}') from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+
+DEFAULT_CONFIG = Config(n_embd=768, n_head=12, n_layer=12, embd_pdrop=0.1, attn_pdrop=0.1,
+                        resid_pdrop=0.1, clf_pdrop=0.1, afn='gelu')
+
+
+class LayerNorm(nn.Module):
+    """TF `norm`: (x - mean) / sqrt(var + e) * g + b, epsilon inside the square root."""
+
+    def __init__(self, n_state, e=1e-5):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(n_state))
+        self.b = nn.Parameter(torch.zeros(n_state))
+        self.e = e
+
+    def forward(self, x):
+        return F.layer_norm(x, self.g.shape, self.g, self.b, self.e)
+
+
+class Conv1D(nn.Module):
+    """TF `conv1d` with a receptive field of 1, which is a dense layer.
+
+    TF stores w as [1, nx, nf]; here it is (nx, nf), and the loader drops the leading 1.
+    """
+
+    def __init__(self, nf, rf, nx):
+        super().__init__()
+        if rf != 1:
+            raise NotImplementedError(f'Conv1D supports rf=1 only (got rf={rf}); '
+                                      'fine-tuning never used wider filters')
+        self.nf = nf
+        self.w = nn.Parameter(torch.randn(nx, nf) * 0.02)
+        self.b = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        c = torch.addmm(self.b, x.reshape(-1, x.size(-1)), self.w)
+        return c.view(*x.shape[:-1], self.nf)
+
+
+class Attention(nn.Module):
+    def __init__(self, nx, n_ctx, cfg, scale=False):
+        super().__init__()
+        if nx % cfg.n_head != 0:
+            raise ValueError(f'n_embd={nx} must be divisible by n_head={cfg.n_head}')
+        self.n_head = cfg.n_head
+        self.scale = scale
+        self.attn_pdrop = cfg.attn_pdrop
+        self.c_attn = Conv1D(nx * 3, 1, nx)
+        self.c_proj = Conv1D(nx, 1, nx)
+        self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def split_heads(self, x):
+        n, t, c = x.shape
+        return x.view(n, t, self.n_head, c // self.n_head).transpose(1, 2)
+
+    def merge_heads(self, x):
+        n, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(n, t, h * d)
+
+    def forward(self, x):
+        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        # TF `_attn`: causal mask, softmax scaled by 1/sqrt(head size) when scale, then
+        # dropout on the attention weights; the fused kernel computes the same function.
+        a = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=None if self.scale else 1.0,
+            dropout_p=self.attn_pdrop if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(self.merge_heads(a)))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_state, cfg):
+        super().__init__()
+        nx = cfg.n_embd
+        self.c_fc = Conv1D(n_state, 1, nx)
+        self.c_proj = Conv1D(nx, 1, n_state)
+        self.act = ACT_FNS[cfg.afn]
+        self.dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """A post-norm transformer block, as in TF `block`."""
+
+    def __init__(self, n_ctx, cfg, scale=False):
+        super().__init__()
+        nx = cfg.n_embd
+        self.attn = Attention(nx, n_ctx, cfg, scale)
+        self.ln_1 = LayerNorm(nx)
+        self.mlp = MLP(4 * nx, cfg)
+        self.ln_2 = LayerNorm(nx)
+
+    def forward(self, x):
+        n = self.ln_1(x + self.attn(x))
+        return self.ln_2(n + self.mlp(n))
+
+
+class TransformerModel(nn.Module):
+    """The GPT-1 body: returns hidden states of shape (N, seq, n_embd), N the product of
+    the input's leading dimensions."""
+
+    def __init__(self, cfg, vocab=40990, n_ctx=512):
+        super().__init__()
+        if cfg.afn not in ACT_FNS:
+            raise ValueError(f'afn must be one of {sorted(ACT_FNS)}, got {cfg.afn!r}')
+        self.vocab = vocab
+        self.n_ctx = n_ctx
+        self.embed = nn.Embedding(vocab, cfg.n_embd)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.drop = nn.Dropout(cfg.embd_pdrop)
+        self.h = nn.ModuleList([Block(n_ctx, cfg, scale=True) for _ in range(cfg.n_layer)])
+
+    def dropped_embedding(self):
+        # TF drops out the embedding matrix itself, not the looked-up vectors; the same
+        # dropped matrix then feeds the tied LM head (see DoubleHeadModel.forward).
+        return self.drop(self.embed.weight)
+
+    def forward(self, x, we=None):
+        if we is None:
+            we = self.dropped_embedding()
+        x = x.reshape(-1, x.size(-2), x.size(-1))
+        h = F.embedding(x[..., 0], we) + F.embedding(x[..., 1], we)
+        for block in self.h:
+            h = block(h)
+        return h
+
+
+class LMHead(nn.Module):
+    """Language model head, its decoder tied to the embedding matrix."""
+
+    def __init__(self, model, cfg, trunc_and_reshape=True):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        self.decoder = nn.Linear(cfg.n_embd, model.embed.weight.size(0), bias=False)
+        self.decoder.weight = model.embed.weight
+        self.trunc_and_reshape = trunc_and_reshape
+
+    def forward(self, h, we=None, lm_mask=None):
+        """Logits from hidden states h (N, seq, n_embd), with the (dropped) embedding
+        matrix we when given.
+
+        trunc_and_reshape: the logits at positions 0..seq-2, which predict tokens 1..seq-1,
+        as rows of shape (N * (seq - 1), vocab). With lm_mask (N, seq), only the rows whose
+        target has mask 1, in row-major order: padding costs no work.
+        """
+        we = self.decoder.weight if we is None else we
+        if self.trunc_and_reshape:
+            h = h[:, :-1]
+            if lm_mask is None:
+                h = h.reshape(-1, self.n_embd)
+            else:
+                h = h[lm_mask.reshape(h.size(0), -1)[:, 1:].bool()]
+        return F.linear(h, we)
+
+
+def pool_clf_h(h, x, clf_token):
+    """The hidden state at the first classify token of each sequence, as TF's argmax over
+    (token == clf_token); a sequence without one pools position 0, as in TF."""
+    tokens = x[..., 0].reshape(h.size(0), h.size(1))
+    pool_idx = (tokens == clf_token).int().argmax(dim=1)
+    return h[torch.arange(h.size(0), device=h.device), pool_idx]
+
+
+def init_head(linear):
+    nn.init.normal_(linear.weight, std=0.02)
+    nn.init.zeros_(linear.bias)
+
+
+class MultipleChoiceHead(nn.Module):
+    """One logit per choice; x is (batch, n_choices, seq, 2)."""
+
+    def __init__(self, clf_token, cfg):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        self.clf_token = clf_token
+        self.clf_pdrop = cfg.clf_pdrop
+        self.linear = nn.Linear(cfg.n_embd, 1)
+        init_head(self.linear)
+
+    def forward(self, h, x):
+        clf_h = pool_clf_h(h, x, self.clf_token).view(-1, x.size(1), self.n_embd)
+        if self.training and self.clf_pdrop > 0:
+            # TF noise_shape [batch, 1, n_embd]: all choices of an example share one mask.
+            keep = torch.full_like(clf_h[:, :1], 1 - self.clf_pdrop)
+            clf_h = clf_h * (torch.bernoulli(keep) / (1 - self.clf_pdrop))
+        return self.linear(clf_h).squeeze(-1)
+
+
+class ClfHead(nn.Module):
+    """n_class logits per sequence; x is (batch, seq, 2)."""
+
+    def __init__(self, clf_token, cfg, n_class):
+        super().__init__()
+        self.clf_token = clf_token
+        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.linear = nn.Linear(cfg.n_embd, n_class)
+        init_head(self.linear)
+
+    def forward(self, h, x):
+        return self.linear(self.dropout(pool_clf_h(h, x, self.clf_token)))
+
+
+class SimilarityHead(nn.Module):
+    """One score per pair, as in the paper: x is (batch, 2, seq, 2), the two orderings of
+    the pair, whose representations are added before the linear layer."""
+
+    def __init__(self, clf_token, cfg):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        self.clf_token = clf_token
+        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.linear = nn.Linear(cfg.n_embd, 1)
+        init_head(self.linear)
+
+    def forward(self, h, x):
+        sim_h = pool_clf_h(h, x, self.clf_token).view(-1, x.size(1), self.n_embd).sum(1)
+        return self.linear(self.dropout(sim_h)).squeeze(-1)
+
+
+class LMModel(nn.Module):
+    """Transformer with the language model head: logits (N, seq, vocab) for every
+    position, or, with return_probs, next-token probabilities that never choose a
+    position row."""
+
+    def __init__(self, cfg, vocab=40990, n_ctx=512, return_probs=False):
+        super().__init__()
+        self.transformer = TransformerModel(cfg, vocab=vocab, n_ctx=n_ctx)
+        self.lm_head = LMHead(self.transformer, cfg, trunc_and_reshape=False)
+        self.return_probs = return_probs
+        if return_probs:
+            pos_emb_mask = torch.zeros(vocab, dtype=torch.bool)
+            pos_emb_mask[vocab - n_ctx:] = True
+            self.register_buffer('pos_emb_mask', pos_emb_mask, persistent=False)
+
+    def forward(self, x):
+        we = self.transformer.dropped_embedding()
+        lm_logits = self.lm_head(self.transformer(x, we), we)
+        if self.return_probs:
+            return F.softmax(lm_logits.masked_fill(self.pos_emb_mask, float('-inf')), dim=-1)
+        return lm_logits
+
+
+def make_task_head(clf_token, cfg, task_head_type):
+    if task_head_type == 'multiple_choice':
+        return MultipleChoiceHead(clf_token, cfg)
+    if task_head_type == 'similarity':
+        return SimilarityHead(clf_token, cfg)
+    if task_head_type == 'inference':
+        return ClfHead(clf_token, cfg, 3)  # entailment, contradiction, neutral
+    if (isinstance(task_head_type, (tuple, list)) and len(task_head_type) == 2
+            and task_head_type[0] == 'classification'):
+        return ClfHead(clf_token, cfg, task_head_type[1])
+    raise ValueError("task_head_type must be 'multiple_choice', 'similarity', 'inference' "
+                     f"or ('classification', n_class), got {task_head_type!r}")
+
+
+class DoubleHeadModel(nn.Module):
+    """Transformer with the language model head and a task head, as fine-tuned in the
+    paper. Returns (lm_logits, task_logits); see LMHead for the lm_logits rows."""
+
+    def __init__(self, cfg, clf_token, task_head_type, vocab=40990, n_ctx=512):
+        super().__init__()
+        self.transformer = TransformerModel(cfg, vocab=vocab, n_ctx=n_ctx)
+        self.lm_head = LMHead(self.transformer, cfg)
+        self.task_head = make_task_head(clf_token, cfg, task_head_type)
+
+    def forward(self, x, lm_mask=None):
+        we = self.transformer.dropped_embedding()
+        h = self.transformer(x, we)
+        return self.lm_head(h, we, lm_mask), self.task_head(h, x)
+
+
+def block_param_names(n_layer):
+    """Names of the block parameters in the order OpenAI's shards store them (the order
+    in which TF created its variables)."""
+    return [f'h.{i}.{name}' for i in range(n_layer) for name in (
+        'attn.c_attn.w', 'attn.c_attn.b', 'attn.c_proj.w', 'attn.c_proj.b',
+        'ln_1.g', 'ln_1.b', 'mlp.c_fc.w', 'mlp.c_fc.b', 'mlp.c_proj.w', 'mlp.c_proj.b',
+        'ln_2.g', 'ln_2.b')]
+
+
+def _missing(what, path):
+    return FileNotFoundError(
+        f"{what} not found: {path}. The pretrained weights are the model/ folder of "
+        f"OpenAI's repository ({OPENAI_MODEL_URL}): run `python download.py` or copy that "
+        "folder here, and pass its location as path.")
+
+
+def _shard_length(path):
+    """Number of float32 values in one shard, read from its header; checks that the
+    file holds all of them."""
+    try:
+        with open(path, 'rb') as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f'{path} is not a valid .npy file ({err}); download it again') from None
+    if dtype != np.float32 or len(shape) != 1:
+        raise ValueError(f'{path} holds {dtype} of shape {shape}; OpenAI\'s shards hold '
+                         'one-dimensional float32 arrays')
+    expected = offset + shape[0] * 4
+    if os.path.getsize(path) != expected:
+        raise ValueError(f'{path} is truncated or corrupt: {os.path.getsize(path)} bytes, '
+                         f'its header promises {expected}; download it again')
+    return shape[0]
+
+
+class _FlatReader:
+    """Reads OpenAI's one flat array shard by shard, so that loading holds at most one
+    shard beside the model."""
+
+    def __init__(self, paths):
+        self.paths = iter(paths)
+        self.shard = np.empty(0, np.float32)
+        self.pos = 0
+
+    def read_into(self, dest):
+        dest = dest.view(-1)
+        done = 0
+        while done < dest.numel():
+            if self.pos == len(self.shard):
+                self.shard, self.pos = np.load(next(self.paths), allow_pickle=False), 0
+            n = min(dest.numel() - done, len(self.shard) - self.pos)
+            dest[done:done + n].copy_(torch.from_numpy(self.shard[self.pos:self.pos + n]))
+            done += n
+            self.pos += n
+
+
+def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n_embd=768,
+                                 path='./model/'):
+    """Loads OpenAI's pretrained weights (params_shapes.json, params_0.npy..params_9.npy)
+    into a TransformerModel, or into a model holding one as `.transformer`.
+
+    The embedding becomes [40478 BPE tokens | n_special rows drawn N(0, 0.02) | the
+    first n_ctx positions] (n_ctx=-1: all 512; n_special=-1: none). The first n_transfer
+    blocks are loaded (at most as many as the model has); n_transfer=-1 loads nothing at
+    all, not even the embedding, as in OpenAI's train.py.
+    """
+    transformer = getattr(model, 'transformer', model)
+    if n_transfer == -1:
+        return
+    if n_embd != transformer.embed.weight.size(1):
+        raise ValueError(f'n_embd={n_embd} but the model is {transformer.embed.weight.size(1)} wide')
+    if n_transfer < 0:
+        raise ValueError(f'n_transfer={n_transfer}: expected a number of blocks, or -1 for none')
+    if not os.path.isdir(path):
+        raise _missing('folder of pretrained weights', path)
+    shapes_path = os.path.join(path, 'params_shapes.json')
+    if not os.path.isfile(shapes_path):
+        raise _missing('params_shapes.json', shapes_path)
+    with open(shapes_path) as f:
+        shapes = [tuple(s) for s in json.load(f)]
+    n_pretrained = shapes[0][0]
+    n_ctx = n_pretrained if n_ctx == -1 else n_ctx
+    n_special = max(n_special, 0)
+    if not 0 < n_ctx <= n_pretrained:
+        raise ValueError(f'n_ctx={n_ctx}: the pretrained model has {n_pretrained} positions, '
+                         f'so n_ctx must be between 1 and {n_pretrained} (or -1 for all)')
+    shard_paths = [os.path.join(path, f'params_{i}.npy') for i in range(10)]
+    for p in shard_paths:
+        if not os.path.isfile(p):
+            raise _missing(os.path.basename(p), p)
+    total = sum(_shard_length(p) for p in shard_paths)
+    if total != sum(math.prod(s) for s in shapes):
+        raise ValueError(f'the shards in {path} hold {total} values but params_shapes.json '
+                         f'describes {sum(math.prod(s) for s in shapes)}: a shard is missing '
+                         'data or from another release')
+
+    we = transformer.embed.weight
+    n_vocab = shapes[1][0]
+    expected_we = (n_vocab + n_special + n_ctx, shapes[1][1])
+    if tuple(we.shape) != expected_we:
+        raise ValueError(f'embed.weight: the model has shape {tuple(we.shape)}, the weights '
+                         f'give {expected_we} ({n_vocab} tokens + n_special={n_special} + '
+                         f'n_ctx={n_ctx}); build the model with vocab={expected_we[0]}')
+    n_released = len(shapes[2:]) // 12
+    if min(n_transfer, len(transformer.h)) > n_released:
+        raise ValueError(f'n_transfer={n_transfer}: the weights in {path} hold {n_released} blocks')
+    # As TF's zip of variables and arrays: a model with fewer blocks takes the first ones.
+    names = block_param_names(n_released)[:12 * min(n_transfer, len(transformer.h))]
+    params = dict(transformer.named_parameters())
+    for name, shape in zip(names, shapes[2:]):
+        found = shape[1:] if name.endswith('.w') else shape  # TF conv w is [1, nx, nf]
+        if tuple(params[name].shape) != found:
+            raise ValueError(f'{name}: the model has shape {tuple(params[name].shape)}, '
+                             f'params_shapes.json gives {list(shape)}')
+
+    with torch.no_grad():
+        reader = _FlatReader(shard_paths)
+        positions = torch.empty(shapes[0])
+        reader.read_into(positions)
+        reader.read_into(we[:n_vocab])
+        # numpy's generator, as TF's train.py: the same seed gives the same rows.
+        special = (np.random.randn(n_special, n_embd) * 0.02).astype(np.float32)
+        we[n_vocab:n_vocab + n_special] = torch.from_numpy(special)
+        we[n_vocab + n_special:] = positions[:n_ctx]
+        for name in names:
+            reader.read_into(params[name].data)

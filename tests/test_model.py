@@ -1,0 +1,235 @@
+"""The model against Hugging Face transformers' OpenAIGPT models, an independent
+implementation of the same network, and against TF's formulas."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model_pytorch as mp
+from model_pytorch import Config, DoubleHeadModel, LMModel, TransformerModel
+
+transformers = pytest.importorskip('transformers')
+
+SMALL = Config(n_embd=32, n_head=4, n_layer=2, embd_pdrop=0.1, attn_pdrop=0.1,
+               resid_pdrop=0.1, clf_pdrop=0.1, afn='gelu')
+
+
+def hf_twin(ours, cfg, n_tok, n_ctx):
+    """A transformers OpenAIGPTDoubleHeadsModel holding our weights."""
+    hf_cfg = transformers.OpenAIGPTConfig(
+        vocab_size=n_tok, n_positions=n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, afn='gelu', layer_norm_epsilon=1e-5, summary_type='cls_index',
+        summary_use_proj=True, summary_proj_to_labels=True, num_labels=1)
+    hf = transformers.OpenAIGPTDoubleHeadsModel(hf_cfg).eval()
+    body = ours.transformer
+    with torch.no_grad():
+        hf.transformer.tokens_embed.weight.copy_(body.embed.weight[:n_tok])
+        hf.transformer.positions_embed.weight.copy_(body.embed.weight[n_tok:])
+        for ours_b, hf_b in zip(body.h, hf.transformer.h):
+            for mod in ('attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'):
+                src, dst = ours_b.get_submodule(mod), hf_b.get_submodule(mod)
+                dst.weight.copy_(src.w)
+                dst.bias.copy_(src.b)
+            for ln in ('ln_1', 'ln_2'):
+                hf_b.get_submodule(ln).weight.copy_(ours_b.get_submodule(ln).g)
+                hf_b.get_submodule(ln).bias.copy_(ours_b.get_submodule(ln).b)
+        hf.multiple_choice_head.summary.weight.copy_(ours.task_head.linear.weight)
+        hf.multiple_choice_head.summary.bias.copy_(ours.task_head.linear.bias)
+    return hf
+
+
+def randomize(model):
+    """Weights far from their N(0, 0.02) start, so that every non-linearity is exercised
+    (at the start, GELU's tanh and erf forms agree to 1e-6)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('.g'):
+                p.uniform_(0.5, 1.5)
+            elif p.dim() == 2 and not name.endswith('embed.weight'):
+                p.normal_(0, 1.5 / math.sqrt(p.size(0)))
+            else:
+                p.normal_(0, 0.5)
+
+
+def story_batch(n_tok, n_ctx, clf_token, batch=2, n_choices=2, seq=11, seed=0):
+    """Token ids with a classify token at a different place in each sequence, and
+    OpenAI's position ids."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, n_tok - 3, (batch, n_choices, seq), generator=g)
+    clf_pos = torch.randint(seq // 2, seq, (batch, n_choices), generator=g)
+    ids.scatter_(2, clf_pos[..., None], clf_token)
+    pos = (n_tok + torch.arange(seq)).expand(batch, n_choices, seq)
+    return torch.stack([ids, pos], -1), ids, clf_pos
+
+
+def assert_rel_close(a, b, rtol=1e-5):
+    """Agreement relative to the tensor's scale: float32 sums of hundreds of terms carry
+    rounding of that order, so elementwise relative error near zero means nothing."""
+    assert a.shape == b.shape
+    err = (a - b).abs().max().item()
+    assert err <= rtol * b.abs().max().item(), f'max error {err} vs scale {b.abs().max()}'
+
+
+@pytest.mark.parametrize('cfg,n_tok,n_ctx', [(SMALL, 103, 16), (mp.DEFAULT_CONFIG, 40481, 512)],
+                         ids=['small', 'default'])
+def test_parity_with_transformers(cfg, n_tok, n_ctx):
+    torch.manual_seed(0)
+    clf_token = n_tok - 1
+    ours = DoubleHeadModel(cfg, clf_token, 'multiple_choice', vocab=n_tok + n_ctx,
+                           n_ctx=n_ctx).eval()
+    randomize(ours)
+    hf = hf_twin(ours, cfg, n_tok, n_ctx)
+    x, ids, clf_pos = story_batch(n_tok, n_ctx, clf_token)
+    with torch.no_grad():
+        h = ours.transformer(x)
+        lm_logits, mc_logits = ours(x)
+        out = hf(input_ids=ids, mc_token_ids=clf_pos)
+        hf_h = hf.transformer(input_ids=ids.view(-1, ids.size(-1))).last_hidden_state
+    assert_rel_close(h, hf_h)
+    assert_rel_close(lm_logits[:, :n_tok], out.logits[:, :, :-1].reshape(-1, n_tok))
+    assert_rel_close(mc_logits, out.mc_logits)
+
+
+def tf_attention(q, k, v):
+    """TF `_attn` in float64: multiplicative band mask with -1e9, scale by 1/sqrt(d)."""
+    w = q @ k.transpose(-1, -2) / math.sqrt(v.size(-1))
+    n = w.size(-1)
+    b = torch.tril(torch.ones(n, n, dtype=w.dtype))
+    w = w * b + -1e9 * (1 - b)
+    return torch.softmax(w, -1) @ v
+
+
+def test_attention_matches_tf_formula():
+    torch.manual_seed(1)
+    attn = mp.Attention(32, 16, SMALL, scale=True).eval()
+    x = torch.randn(3, 9, 32)
+    c = (x.double() @ attn.c_attn.w.double() + attn.c_attn.b.double())
+    q, k, v = (t.view(3, 9, 4, 8).transpose(1, 2) for t in c.split(32, -1))
+    a = tf_attention(q, k, v).transpose(1, 2).reshape(3, 9, 32)
+    expected = a @ attn.c_proj.w.double() + attn.c_proj.b.double()
+    torch.testing.assert_close(attn(x).double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_layernorm_and_gelu_match_tf_formulas():
+    x = torch.randn(4, 32, dtype=torch.float64) * 3 + 1
+    ln = mp.LayerNorm(32, e=1e-5).double()
+    with torch.no_grad():
+        ln.g.uniform_(0.5, 1.5)
+        ln.b.uniform_(-1, 1)
+    u = x.mean(-1, keepdim=True)
+    s = ((x - u) ** 2).mean(-1, keepdim=True)
+    torch.testing.assert_close(ln(x), (x - u) / torch.sqrt(s + 1e-5) * ln.g + ln.b)
+    tf_gelu = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    torch.testing.assert_close(mp.gelu(x), tf_gelu)
+
+
+def test_parameter_names_follow_tf():
+    names = {n for n, _ in TransformerModel(SMALL, vocab=50, n_ctx=8).named_parameters()}
+    assert names == {'embed.weight'} | set(mp.block_param_names(2))
+
+
+def test_padding_does_not_change_real_positions():
+    torch.manual_seed(2)
+    model = TransformerModel(SMALL, vocab=60, n_ctx=16).eval()
+    x, _, _ = story_batch(44, 16, 43, seq=7)
+    padded = torch.cat([x, torch.zeros(2, 2, 5, 2, dtype=x.dtype)], 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded)[:, :7], model(x))
+
+
+def test_classifier_reads_first_classify_token():
+    torch.manual_seed(3)
+    model = DoubleHeadModel(SMALL, 40, 'multiple_choice', vocab=60, n_ctx=16).eval()
+    x, _, _ = story_batch(44, 16, 40, batch=1, n_choices=2, seq=8)
+    x[0, 0, :, 0] = torch.tensor([5, 6, 40, 7, 40, 8, 9, 10])
+    x[0, 1, :, 0] = torch.tensor([5, 6, 7, 8, 9, 10, 11, 12])  # none: TF pools position 0
+    with torch.no_grad():
+        h = model.transformer(x)
+        _, logits = model(x)
+    lin = model.task_head.linear
+    expected = torch.stack([lin(h[0, 2]), lin(h[1, 0])]).view(1, 2)
+    torch.testing.assert_close(logits, expected)
+
+
+def test_task_heads_shapes_and_errors():
+    x, _, _ = story_batch(44, 16, 40, batch=3, n_choices=2, seq=6)
+    for head, shape in [('multiple_choice', (3, 2)), ('similarity', (3,)),
+                        ('inference', (6, 3)), (('classification', 5), (6, 5))]:
+        model = DoubleHeadModel(SMALL, 40, head, vocab=60, n_ctx=16).eval()
+        xs = x if head in ('multiple_choice', 'similarity') else x.view(6, 6, 2)
+        lm_logits, logits = model(xs)
+        assert logits.shape == shape
+        assert lm_logits.shape == (6 * 5, 60)
+        lin = model.task_head.linear
+        assert lin.bias.abs().sum() == 0 and 0.01 < lin.weight.std() < 0.04
+    with pytest.raises(ValueError, match="task_head_type"):
+        DoubleHeadModel(SMALL, 40, 'regression', vocab=60, n_ctx=16)
+
+
+def test_lm_mask_computes_only_counted_rows():
+    torch.manual_seed(4)
+    model = DoubleHeadModel(SMALL, 40, 'multiple_choice', vocab=60, n_ctx=16).eval()
+    x, _, _ = story_batch(44, 16, 40, seq=9)
+    mask = torch.zeros(2, 2, 9)
+    mask[0, 0, :9] = mask[0, 1, :5] = mask[1, 0, :7] = mask[1, 1, :2] = 1
+    with torch.no_grad():
+        full, _ = model(x)
+        masked, _ = model(x, lm_mask=mask)
+    keep = mask.view(4, 9)[:, 1:].reshape(-1).bool()
+    torch.testing.assert_close(masked, full[keep])
+
+
+def test_lm_model_probs_never_choose_positions():
+    torch.manual_seed(5)
+    model = LMModel(SMALL, vocab=60, n_ctx=16, return_probs=True).eval()
+    with torch.no_grad():
+        model.transformer.embed.weight[44:] *= 50  # make position rows tempting
+        x, _, _ = story_batch(44, 16, 40, batch=1, n_choices=1, seq=5)
+        probs = model(x.view(1, 5, 2))
+    assert probs.shape == (1, 5, 60)
+    assert probs[..., 44:].sum() == 0
+    torch.testing.assert_close(probs.sum(-1), torch.ones(1, 5))
+
+
+def test_embedding_dropout_reaches_lm_head_in_training():
+    cfg = Config(SMALL, embd_pdrop=0.5, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
+    torch.manual_seed(6)
+    model = DoubleHeadModel(cfg, 40, 'multiple_choice', vocab=60, n_ctx=16).train()
+    x, _, _ = story_batch(44, 16, 40, seq=6)
+    torch.manual_seed(7)
+    lm_logits, _ = model(x)
+    # Replay the one mask the model drew: the same dropped matrix must explain both the
+    # hidden states (input lookup) and the logits (tied decoder).
+    torch.manual_seed(7)
+    we = F.dropout(model.transformer.embed.weight, 0.5, training=True)
+    h = model.transformer(x, we)
+    torch.testing.assert_close(lm_logits, h[:, :-1].reshape(-1, 32) @ we.t())
+    undropped = h[:, :-1].reshape(-1, 32) @ model.transformer.embed.weight.t()
+    assert not torch.allclose(lm_logits, undropped)
+
+
+def test_nothing_drops_in_eval_mode():
+    cfg = Config(SMALL, embd_pdrop=0.9, attn_pdrop=0.9, resid_pdrop=0.9, clf_pdrop=0.9)
+    model = DoubleHeadModel(cfg, 40, 'multiple_choice', vocab=60, n_ctx=16).eval()
+    x, _, _ = story_batch(44, 16, 40, seq=6)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_classifier_dropout_mask_is_shared_by_choices():
+    cfg = Config(SMALL, clf_pdrop=0.5)
+    head = mp.MultipleChoiceHead(0, cfg).train()
+    with torch.no_grad():
+        head.linear.weight.fill_(1.0)
+        head.linear.bias.zero_()
+    n_choices, seq = 4, 3
+    x = torch.zeros(50, n_choices, seq, 2, dtype=torch.long)  # classify token at 0
+    h = torch.ones(50 * n_choices, seq, 32)
+    logits = head(h, x)  # each logit: 2 * number of kept features
+    assert (logits == logits[:, :1]).all(), 'choices of an example got different masks'
+    assert logits[:, 0].unique().numel() > 3, 'examples should get different masks'
+    kept = logits / 2
+    assert 0.3 < kept.mean() / 32 < 0.7
