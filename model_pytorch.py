@@ -445,3 +445,25 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
         we[n_vocab + n_special:] = positions[:n_ctx]
         for name in names:
             reader.read_into(params[name].data)
+
+
+def atomic_save(obj, path):
+    """torch.save through a temporary file and a rename: a crash mid-write leaves any
+    older file at path intact."""
+    tmp = f'{path}.tmp'
+    torch.save(obj, tmp)
+    with open(tmp, 'rb') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_params(path, model, **meta):
+    """Writes the model's parameters and the settings that rebuild it (meta: plain
+    numbers, strings, lists and dicts of them), atomically."""
+    atomic_save({'meta': meta, 'model': model.state_dict()}, path)
+
+
+def load_params(path, map_location='cpu'):
+    """(meta, state_dict) from save_params; loads tensors only, never pickled code."""
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    return saved['meta'], saved['model']
