@@ -101,15 +101,21 @@ class Attention(nn.Module):
         n, h, t, d = x.shape
         return x.transpose(1, 2).reshape(n, t, h * d)
 
-    def forward(self, x):
-        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)
+    def forward(self, x, packing=None):
+        c = self.c_attn(x)
+        if packing is not None:
+            c = packing.unpack(c)  # attention needs each sequence's own positions
+        q, k, v = c.split(x.size(-1), dim=-1)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
         # TF `_attn`: causal mask, softmax scaled by 1/sqrt(head size) when scale, then
         # dropout on the attention weights; the fused kernel computes the same function.
         a = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, scale=None if self.scale else 1.0,
             dropout_p=self.attn_pdrop if self.training else 0.0)
-        return self.resid_dropout(self.c_proj(self.merge_heads(a)))
+        a = self.merge_heads(a)
+        if packing is not None:
+            a = packing.pack(a)
+        return self.resid_dropout(self.c_proj(a))
 
 
 class MLP(nn.Module):
@@ -136,9 +142,35 @@ class Block(nn.Module):
         self.mlp = MLP(4 * nx, cfg)
         self.ln_2 = LayerNorm(nx)
 
-    def forward(self, x):
-        n = self.ln_1(x + self.attn(x))
+    def forward(self, x, packing=None):
+        n = self.ln_1(x + self.attn(x, packing))
         return self.ln_2(n + self.mlp(n))
+
+
+class Packing:
+    """Where the real tokens of a padded batch lie, so that the position-wise layers (all
+    but attention) run on real tokens only.
+
+    mask (N, seq) is 1 at real tokens, which must come before any padding in each row:
+    then causal attention never lets a real position see padding, and skipping padding
+    computes the same function. n_real, the mask's sum when the caller knows it, spares
+    a device-to-host sync.
+    """
+
+    def __init__(self, mask, n_real=None):
+        self.shape = mask.shape
+        flat = mask.reshape(-1) != 0
+        self.index = (flat.nonzero().squeeze(1) if n_real is None
+                      else torch.nonzero_static(flat, size=n_real).squeeze(1))
+
+    def pack(self, x):
+        """(N, seq, ...) -> (n_real, ...)"""
+        return x.reshape(-1, *x.shape[2:])[self.index]
+
+    def unpack(self, x):
+        """(n_real, ...) -> (N, seq, ...), zeros at padding"""
+        out = x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
+        return out.index_copy(0, self.index, x).view(*self.shape, *x.shape[1:])
 
 
 class TransformerModel(nn.Module):
@@ -161,14 +193,18 @@ class TransformerModel(nn.Module):
         # dropped matrix then feeds the tied LM head (see DoubleHeadModel.forward).
         return self.drop(self.embed.weight)
 
-    def forward(self, x, we=None):
+    def forward(self, x, we=None, packing=None):
+        """x (..., seq, 2); we: the dropped embedding matrix when the caller shares it with
+        an LM head; packing: skip padding (see Packing)."""
         if we is None:
             we = self.dropped_embedding()
         x = x.reshape(-1, x.size(-2), x.size(-1))
+        if packing is not None:
+            x = packing.pack(x)
         h = F.embedding(x[..., 0], we) + F.embedding(x[..., 1], we)
         for block in self.h:
-            h = block(h)
-        return h
+            h = block(h, packing)
+        return h if packing is None else packing.unpack(h)
 
 
 class LMHead(nn.Module):
@@ -181,21 +217,21 @@ class LMHead(nn.Module):
         self.decoder.weight = model.embed.weight
         self.trunc_and_reshape = trunc_and_reshape
 
-    def forward(self, h, we=None, lm_mask=None):
+    def forward(self, h, we=None, mask=None):
         """Logits from hidden states h (N, seq, n_embd), with the (dropped) embedding
         matrix we when given.
 
         trunc_and_reshape: the logits at positions 0..seq-2, which predict tokens 1..seq-1,
-        as rows of shape (N * (seq - 1), vocab). With lm_mask (N, seq), only the rows whose
+        as rows of shape (N * (seq - 1), vocab). With mask (N, seq), only the rows whose
         target has mask 1, in row-major order: padding costs no work.
         """
         we = self.decoder.weight if we is None else we
         if self.trunc_and_reshape:
             h = h[:, :-1]
-            if lm_mask is None:
+            if mask is None:
                 h = h.reshape(-1, self.n_embd)
             else:
-                h = h[lm_mask.reshape(h.size(0), -1)[:, 1:].bool()]
+                h = h[mask.reshape(h.size(0), -1)[:, 1:] != 0]
         return F.linear(h, we)
 
 
@@ -310,10 +346,14 @@ class DoubleHeadModel(nn.Module):
         self.lm_head = LMHead(self.transformer, cfg)
         self.task_head = make_task_head(clf_token, cfg, task_head_type)
 
-    def forward(self, x, lm_mask=None):
+    def forward(self, x, mask=None, n_real=None):
+        """With mask (..., seq), 1 at real tokens and padding only at the end of each
+        sequence, padding is skipped (see Packing): the same results, less work, and
+        LM logits only at the positions whose loss counts."""
         we = self.transformer.dropped_embedding()
-        h = self.transformer(x, we)
-        return self.lm_head(h, we, lm_mask), self.task_head(h, x)
+        packing = None if mask is None else Packing(mask.reshape(-1, mask.size(-1)), n_real)
+        h = self.transformer(x, we, packing)
+        return self.lm_head(h, we, mask), self.task_head(h, x)
 
 
 def block_param_names(n_layer):

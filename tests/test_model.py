@@ -168,17 +168,34 @@ def test_task_heads_shapes_and_errors():
         DoubleHeadModel(SMALL, 40, 'regression', vocab=60, n_ctx=16)
 
 
-def test_lm_mask_computes_only_counted_rows():
+@pytest.mark.parametrize('n_real', [None, 23])
+def test_mask_skips_padding_with_the_same_results(n_real):
+    """The padding-free path against the plain one: logits, classifier logits and every
+    gradient, with dropout off so that both compute one function."""
+    cfg = Config(SMALL, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
     torch.manual_seed(4)
-    model = DoubleHeadModel(SMALL, 40, 'multiple_choice', vocab=60, n_ctx=16).eval()
+    model = DoubleHeadModel(cfg, 40, 'multiple_choice', vocab=60, n_ctx=16)
+    randomize(model)
     x, _, _ = story_batch(44, 16, 40, seq=9)
     mask = torch.zeros(2, 2, 9)
     mask[0, 0, :9] = mask[0, 1, :5] = mask[1, 0, :7] = mask[1, 1, :2] = 1
-    with torch.no_grad():
-        full, _ = model(x)
-        masked, _ = model(x, lm_mask=mask)
-    keep = mask.view(4, 9)[:, 1:].reshape(-1).bool()
-    torch.testing.assert_close(masked, full[keep])
+    x[..., 0] *= mask.long()  # padding ids as the data pipeline writes them
+    x[0, 0, 4, 0] = x[1, 0, 6, 0] = x[0, 1, 4, 0] = x[1, 1, 1, 0] = 40  # classify tokens last
+    keep = mask.view(4, 9)[:, 1:].reshape(-1) != 0
+    grads = []
+    for kw in ({}, dict(mask=mask, n_real=n_real)):
+        model.zero_grad()
+        lm, clf = model(x, **kw)
+        lm = lm if kw else lm[keep]
+        (lm.logsumexp(-1).sum() + clf.square().sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        if kw:
+            torch.testing.assert_close(lm, plain_lm, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(clf, plain_clf, rtol=1e-5, atol=1e-5)
+        plain_lm, plain_clf = lm.detach(), clf.detach()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5,
+                                   msg=name)
 
 
 def test_lm_model_probs_never_choose_positions():
