@@ -1,0 +1,350 @@
+"""Fetches OpenAI's pretrained GPT-1: the model/ folder of
+https://github.com/openai/finetune-transformer-lm (about 466 MB).
+
+    python download.py [--model_dir model/] [--base_url URL]
+
+Each file is downloaded to <name>.part beside its final name and renamed only once it is
+complete and verified, so an interrupted run never leaves a truncated file under a final
+name; the next run resumes the .part with an HTTP Range request. Files already present and
+valid are not downloaded again.
+"""
+import argparse
+import hashlib
+import http.client
+import json
+import math
+import os
+import re
+import socket
+import ssl
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+from tqdm import tqdm
+
+DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
+REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
+SHARDS = [f'params_{i}.npy' for i in range(10)]
+FILES = ['encoder_bpe_40000.json', 'vocab_40000.bpe', 'params_shapes.json'] + SHARDS
+# Git blob SHA-1s of the files in OpenAI's repository (what `git ls-tree` shows), so the
+# published files can be checked without shipping a separate checksum list.
+GIT_BLOB_SHA1 = {
+    'encoder_bpe_40000.json': '9dc3f0af5a80956e57dc8d9401e16dfadcade7c2',
+    'vocab_40000.bpe': '0023a687b3d4d0b795a5e97cc914bdabb5a253df',
+    'params_shapes.json': '29fac299ae848d7e447be84a33345edcf1b5353c',
+    'params_0.npy': '84d83ac1f1cc878f56f33b167482c184491875d2',
+    'params_1.npy': '0f19f4d4cda3d8f908e3faffd2cb2a8b9a4039da',
+    'params_2.npy': '25bc19c72fdff69505a828ec6d73b32063532148',
+    'params_3.npy': '5b2e6958d42a930966c9d602a012eb846ca67c83',
+    'params_4.npy': '87ad158987e307e6aa64952610f466d750b73bc7',
+    'params_5.npy': '74f3853316bba327229605dbedfe921996f11448',
+    'params_6.npy': '5ef44e40bc076d0c9686d1273d54cbc16c3f0980',
+    'params_7.npy': 'd8d5c8d3bee9b20a677605ac1fe6c7af4df57c94',
+    'params_8.npy': 'f980f4b393716f396ae5ae6401708dcf4f270dc9',
+    'params_9.npy': 'd389eb2074dd74754444b8062aba78b49f6a9053',
+}
+CHUNK = 1 << 20
+TIMEOUT = 60  # seconds without progress before a connection counts as broken
+# Failures that a new request can get past, resuming where the last one stopped.
+TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, ssl.SSLError,
+             http.client.HTTPException, urllib.error.URLError)
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched; the message names its URL and what to do."""
+
+
+class _Interrupted(ConnectionError):
+    """The server closed the connection before sending the whole file."""
+
+
+def missing_files(model_dir='model/'):
+    """The files of OpenAI's model/ folder that model_dir lacks, in download order."""
+    return [name for name in FILES if not os.path.isfile(os.path.join(model_dir, name))]
+
+
+def git_blob_sha1(path):
+    """The SHA-1 git gives the file's content (sha1 of b'blob <size>\\0' + content)."""
+    sha = hashlib.sha1(b'blob %d\0' % os.path.getsize(path))
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(CHUNK), b''):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _check_shard(path):
+    """Number of float32 values in a shard; the file must hold exactly what its header
+    promises (a truncated transfer or trailing bytes fail)."""
+    try:
+        arr = np.load(path, mmap_mode='r', allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f'{path} is not a valid .npy file ({err})') from None
+    if arr.dtype != np.float32 or arr.ndim != 1:
+        raise ValueError(f"{path} holds {arr.dtype} of shape {arr.shape}; OpenAI's shards "
+                         'hold one-dimensional float32 arrays')
+    expected = arr.offset + arr.nbytes
+    if os.path.getsize(path) != expected:
+        raise ValueError(f'{path} has {os.path.getsize(path)} bytes, its .npy header '
+                         f'promises {expected}')
+    return arr.shape[0]
+
+
+def _load_json(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON ({err})') from None
+
+
+def _check_shapes(path):
+    shapes = _load_json(path)
+    if not (isinstance(shapes, list) and shapes and all(
+            isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s)
+            for s in shapes)):
+        raise ValueError(f'{path} is not a list of tensor shapes')
+
+
+def _check_encoder(path):
+    encoder = _load_json(path)
+    if not (isinstance(encoder, dict) and encoder
+            and all(isinstance(v, int) for v in encoder.values())):
+        raise ValueError(f'{path} is not a map from BPE tokens to ids')
+
+
+def _check_bpe(path):
+    """OpenAI's text_utils skips the first line (a version header) and reads one merge,
+    two space-separated symbols, per line."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().split('\n')[1:-1]
+    except UnicodeDecodeError as err:
+        raise ValueError(f'{path} is not UTF-8 text ({err})') from None
+    if not lines:
+        raise ValueError(f'{path} holds no BPE merges')
+    bad = next((i for i, line in enumerate(lines, 2) if len(line.split()) != 2), None)
+    if bad is not None:
+        raise ValueError(f'{path}: line {bad} is not a BPE merge (two symbols)')
+
+
+def check_file(path, name, check_hashes=False):
+    """Raises ValueError naming path if it is not a valid copy of OpenAI's file `name`;
+    returns the number of values for a shard, else None."""
+    if check_hashes:
+        digest = git_blob_sha1(path)
+        if digest != GIT_BLOB_SHA1[name]:
+            raise ValueError(f"{path} differs from OpenAI's {name}: git blob SHA-1 {digest}, "
+                             f'expected {GIT_BLOB_SHA1[name]}')
+    if name in SHARDS:
+        return _check_shard(path)
+    {'params_shapes.json': _check_shapes, 'encoder_bpe_40000.json': _check_encoder,
+     'vocab_40000.bpe': _check_bpe}[name](path)
+    return None
+
+
+def _check_total(model_dir, lengths):
+    """The shards are one flat array cut in 10 pieces: together they must hold exactly
+    the values that params_shapes.json lays out."""
+    with open(os.path.join(model_dir, 'params_shapes.json'), encoding='utf-8') as f:
+        need = sum(math.prod(shape) for shape in json.load(f))
+    total = sum(lengths.values())
+    if total != need:
+        counts = ', '.join(f'{name}: {n}' for name, n in lengths.items())
+        raise ValueError(f'the shards in {model_dir} hold {total} float32 values ({counts}), '
+                         f'but the shapes in params_shapes.json need {need}')
+
+
+def verify_model_dir(model_dir='model/', check_hashes=False):
+    """Checks that model_dir holds all of OpenAI's files, each well formed (and, with
+    check_hashes, identical to OpenAI's), and that the shards fit params_shapes.json.
+    Raises FileNotFoundError listing missing files, ValueError naming a bad one."""
+    missing = missing_files(model_dir)
+    if missing:
+        raise FileNotFoundError(f'{model_dir} lacks {", ".join(missing)}; run '
+                                f'`python download.py --model_dir {model_dir}`')
+    lengths = {name: check_file(os.path.join(model_dir, name), name, check_hashes)
+               for name in FILES}
+    _check_total(model_dir, {name: lengths[name] for name in SHARDS})
+
+
+def _fsync_dir(folder):
+    """Makes a rename durable; directories cannot be opened for this on Windows."""
+    if not hasattr(os, 'O_DIRECTORY'):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _content_range(value):
+    """(first byte, total size or None) of a Content-Range header, or None."""
+    match = re.fullmatch(r'bytes (\d+)-\d+/(\d+|\*)', (value or '').strip())
+    if not match:
+        return None
+    return int(match.group(1)), None if match.group(2) == '*' else int(match.group(2))
+
+
+def _size(path):
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _open(url, start):
+    headers = {'User-Agent': 'finetune-transformer-lm-pytorch/download.py'}
+    if start:
+        headers['Range'] = f'bytes={start}-'
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                  timeout=TIMEOUT)
+
+
+def _http_error(url, name, err):
+    if err.code == 404:
+        hint = ('check --base_url: it must be the folder that holds the files, ending '
+                f"in /; or copy the model/ folder of {REPO_URL} by hand")
+    else:
+        hint = 'the server may be busy or rate-limiting: run again later to resume'
+    return DownloadError(f'{url} answered HTTP {err.code} {err.reason} while fetching {name}; '
+                         f'{hint}')
+
+
+def _after_416(err, part):
+    """Range Not Satisfiable: the .part already holds the whole file if the server's
+    size equals it. Returns True then; otherwise drops the .part to start over."""
+    size = re.fullmatch(r'bytes \*/(\d+)', (err.headers.get('Content-Range') or '').strip())
+    if size and int(size.group(1)) == _size(part):
+        return True
+    os.remove(part)
+    return False
+
+
+def _transfer(url, part, name, verbose):
+    """One request that continues `part` from where it ends. Returns True once the part
+    holds the whole file, False when the part was dropped to start over; raises a
+    TRANSIENT error when the connection breaks."""
+    start = _size(part)
+    try:
+        resp = _open(url, start)
+    except urllib.error.HTTPError as err:
+        err.close()  # it holds the connection; its headers stay readable
+        if err.code == 416 and start:
+            return _after_416(err, part)
+        raise _http_error(url, name, err) from None
+    with resp:
+        if resp.status == 206:
+            got = _content_range(resp.headers.get('Content-Range'))
+            if got is None or got[0] != start:
+                if not start:
+                    raise DownloadError(f'{url} answered a request for the whole file with '
+                                        'part of it; try another --base_url')
+                # Not the range asked for: drop the .part and start the file over.
+                os.remove(part)
+                return False
+            total = got[1]
+        else:
+            # 200: the whole file, whether or not a range was asked for.
+            start = 0
+            length = resp.headers.get('Content-Length')
+            total = int(length) if length and length.isdigit() else None
+        _copy(resp, part, start, total, name, verbose)
+    if total is not None and _size(part) != total:
+        raise _Interrupted(f'the connection closed after {_size(part)} of {total} bytes')
+    return True
+
+
+def _copy(resp, part, start, total, name, verbose):
+    with open(part, 'ab' if start else 'wb') as f, tqdm(
+            total=total, initial=start, desc=name, unit='B', unit_scale=True,
+            unit_divisor=1024, disable=not verbose) as bar:
+        for chunk in iter(lambda: resp.read(CHUNK), b''):
+            f.write(chunk)
+            bar.update(len(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fetch(url, part, name, retries, verbose):
+    """Downloads url into part, resuming after broken connections up to `retries` times.
+    The loop ends: a start-over (False) needs a non-empty .part and leaves none, so
+    between two of them lies a failure."""
+    failures = 0
+    while failures <= retries:
+        try:
+            if _transfer(url, part, name, verbose):
+                return
+        except TRANSIENT as err:
+            last = err
+            failures += 1
+    raise DownloadError(f'could not download {url} ({last}); {part} keeps the {_size(part)} '
+                        'bytes received: run `python download.py` again to resume (check the '
+                        'network connection, or set HTTPS_PROXY if a proxy is needed)')
+
+
+def _download_file(base_url, model_dir, name, check_hashes, retries, verbose):
+    """Fetches one file to its final name through a verified .part; returns what
+    check_file returns."""
+    url, path = base_url + name, os.path.join(model_dir, name)
+    part = path + '.part'
+    _fetch(url, part, name, retries, verbose)
+    try:
+        result = check_file(part, name, check_hashes)
+    except ValueError as err:
+        os.remove(part)
+        raise ValueError(f'downloaded {url} but it is not valid, so it was deleted: {err}. '
+                         'Run again to download it afresh; if that fails too, the source is '
+                         f"not OpenAI's model/ folder ({REPO_URL})") from None
+    os.replace(part, path)
+    _fsync_dir(model_dir)
+    return result
+
+
+def _present(path, name, check_hashes, verbose):
+    """check_file's result for a file already in place, or False if it must be fetched."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        return check_file(path, name, check_hashes)
+    except ValueError as err:
+        if verbose:
+            print(f'{err}; downloading it again')
+        return False
+
+
+def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True, retries=3):
+    """Fetches OpenAI's model/ folder into model_dir, skipping files already present and
+    valid, and returns the paths of the 13 files. Hashes are checked against OpenAI's
+    files when base_url is the official one; any other source gets the structural checks
+    only (what test servers and mirrors of a different build can offer)."""
+    base_url = base_url if base_url.endswith('/') else base_url + '/'
+    check_hashes = base_url == DEFAULT_URL
+    os.makedirs(model_dir, exist_ok=True)
+    lengths = {}
+    for name in FILES:
+        path = os.path.join(model_dir, name)
+        result = _present(path, name, check_hashes, verbose)
+        if result is False:
+            result = _download_file(base_url, model_dir, name, check_hashes, retries, verbose)
+        elif verbose:
+            print(f'{path} is already complete')
+        lengths[name] = result
+    _check_total(model_dir, {name: lengths[name] for name in SHARDS})
+    return [os.path.join(model_dir, name) for name in FILES]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--model_dir', default='model/', help='where to put the files')
+    p.add_argument('--base_url', default=DEFAULT_URL,
+                   help='folder URL serving the files (default: OpenAI\'s repository)')
+    args = p.parse_args(argv)
+    try:
+        download_openai_model(args.model_dir, args.base_url)
+    except (DownloadError, ValueError, OSError) as err:
+        sys.exit(f'error: {err}')
+    print(f'all {len(FILES)} files are in {args.model_dir} and verified')
+
+
+if __name__ == '__main__':
+    main()
