@@ -1,0 +1,278 @@
+"""download.py against a loopback HTTP server serving synthetic files in OpenAI's format."""
+import collections
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import download
+from openai_shards import published_shapes, write_shards
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.root, honouring `Range: bytes=N-` unless server.ignore_range, and
+    cutting the first response for each name in server.cut halfway."""
+
+    def do_GET(self):
+        srv, (folder, _, name) = self.server, self.path.rpartition('/')
+        srv.requests.append((name, self.headers.get('Range')))
+        path = os.path.join(srv.root, name)
+        if folder != '/model' or not os.path.isfile(path):
+            self.send_error(404)
+            return
+        with open(path, 'rb') as f:
+            data = f.read()
+        start = self._start(len(data))
+        if start is None:
+            return
+        body = data[start:]
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if name in srv.cut:
+            srv.cut.remove(name)
+            body = body[:len(body) // 2]
+        self.wfile.write(body)
+        srv.served[name] += len(body)
+
+    def _start(self, size):
+        """Sends the status line and returns the first byte to send, or None after a 416."""
+        match = re.fullmatch(r'bytes=(\d+)-', self.headers.get('Range') or '')
+        if not match or self.server.ignore_range:
+            self.send_response(200)
+            return 0
+        start = int(match.group(1))
+        if start >= size:
+            self.send_response(416)
+            self.send_header('Content-Range', f'bytes */{size}')
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return None
+        self.send_response(206)
+        self.send_header('Content-Range', f'bytes {start}-{size - 1}/{size}')
+        return start
+
+    def log_message(self, *args):
+        pass
+
+
+def write_source(folder):
+    """A tiny model/ folder in OpenAI's exact formats."""
+    write_shards(folder, published_shapes(n_layer=1, n_embd=8, n_vocab=50, n_ctx=16))
+    with open(os.path.join(folder, 'encoder_bpe_40000.json'), 'w') as f:
+        json.dump({'t': 0, 'h': 1, 'th': 2, 'e</w>': 3, 'the</w>': 4}, f)
+    with open(os.path.join(folder, 'vocab_40000.bpe'), 'w') as f:
+        f.write('#version: 0.2\nt h\ne </w>\nth e</w>\n')
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """urllib would send even loopback requests through a proxy named in the environment."""
+    for var in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'all_proxy',
+                'ALL_PROXY'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('no_proxy', '127.0.0.1')
+    monkeypatch.setattr(download, 'TIMEOUT', 5)
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / 'source'
+    write_source(root)
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), RangeHandler)
+    httpd.root, httpd.ignore_range, httpd.cut = str(root), False, set()
+    httpd.requests, httpd.served = [], collections.Counter()
+    httpd.url = f'http://127.0.0.1:{httpd.server_address[1]}/model/'
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05},
+                              daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def dest(tmp_path):
+    return str(tmp_path / 'model')
+
+
+def source_bytes(server, name):
+    with open(os.path.join(server.root, name), 'rb') as f:
+        return f.read()
+
+
+def assert_identical(server, dest):
+    for name in download.FILES:
+        with open(os.path.join(dest, name), 'rb') as f:
+            assert f.read() == source_bytes(server, name), name
+    assert not [n for n in os.listdir(dest) if n.endswith('.part')]
+
+
+def fetch(server, dest, **kw):
+    return download.download_openai_model(dest, server.url, verbose=False, **kw)
+
+
+def write_part(dest, name, data):
+    os.makedirs(dest, exist_ok=True)
+    with open(os.path.join(dest, name + '.part'), 'wb') as f:
+        f.write(data)
+
+
+def test_full_download_lands_identical_bytes(server, dest):
+    paths = fetch(server, dest)
+    assert paths == [os.path.join(dest, name) for name in download.FILES]
+    assert_identical(server, dest)
+    assert server.requests == [(name, None) for name in download.FILES]
+    download.verify_model_dir(dest)
+
+
+def test_resume_asks_for_the_rest_only(server, dest):
+    data = source_bytes(server, 'params_3.npy')
+    half = len(data) // 2
+    write_part(dest, 'params_3.npy', data[:half])
+    fetch(server, dest)
+    assert ('params_3.npy', f'bytes={half}-') in server.requests
+    assert server.served['params_3.npy'] == len(data) - half
+    assert_identical(server, dest)
+
+
+def test_server_ignoring_range_restarts_the_file(server, dest):
+    server.ignore_range = True
+    data = source_bytes(server, 'params_3.npy')
+    write_part(dest, 'params_3.npy', data[:len(data) // 2])
+    fetch(server, dest)
+    assert server.served['params_3.npy'] == len(data)
+    assert_identical(server, dest)
+
+
+@pytest.mark.parametrize('extra, served', [(b'', 0), (b'stale', None)])
+def test_range_not_satisfiable(server, dest, extra, served):
+    """A .part that already holds the whole file is kept (416, nothing sent); one longer
+    than the file is dropped and the file fetched again."""
+    data = source_bytes(server, 'params_3.npy')
+    write_part(dest, 'params_3.npy', data + extra)
+    fetch(server, dest)
+    assert server.served['params_3.npy'] == (len(data) if served is None else served)
+    assert_identical(server, dest)
+
+
+def test_interrupted_transfer_resumes_on_the_next_call(server, dest):
+    server.cut.add('params_5.npy')
+    with pytest.raises(download.DownloadError, match=re.escape(server.url + 'params_5.npy')):
+        fetch(server, dest, retries=0)
+    part = os.path.join(dest, 'params_5.npy.part')
+    received = os.path.getsize(part)
+    assert 0 < received < len(source_bytes(server, 'params_5.npy'))
+    assert not os.path.exists(os.path.join(dest, 'params_5.npy'))
+    server.requests.clear()
+    fetch(server, dest, retries=0)
+    assert server.requests == [('params_5.npy', f'bytes={received}-')] + [
+        (name, None) for name in download.FILES[download.FILES.index('params_6.npy'):]]
+    assert_identical(server, dest)
+
+
+def test_interrupted_transfer_is_retried_within_a_call(server, dest):
+    server.cut.add('params_5.npy')
+    fetch(server, dest)
+    ranges = [r for name, r in server.requests if name == 'params_5.npy']
+    assert ranges[0] is None and ranges[1].startswith('bytes=') and len(ranges) == 2
+    assert_identical(server, dest)
+
+
+def test_truncated_shard_is_deleted_and_named(server, dest):
+    path = os.path.join(server.root, 'params_4.npy')
+    data = source_bytes(server, 'params_4.npy')
+    with open(path, 'wb') as f:
+        f.write(data[:-8])
+    with pytest.raises(ValueError, match='params_4.npy'):
+        fetch(server, dest)
+    assert not os.path.exists(os.path.join(dest, 'params_4.npy'))
+    assert not os.path.exists(os.path.join(dest, 'params_4.npy.part'))
+
+
+def test_shards_not_matching_the_shapes_are_rejected(server, dest):
+    shard = np.load(os.path.join(server.root, 'params_4.npy'))
+    np.save(os.path.join(server.root, 'params_4.npy'), shard[:-3])
+    with pytest.raises(ValueError, match=r'params_4\.npy: \d+.*params_shapes\.json'):
+        fetch(server, dest)
+    with pytest.raises(ValueError, match='params_shapes.json'):
+        download.verify_model_dir(dest)
+
+
+def test_shard_of_wrong_dtype_is_rejected(server, dest):
+    np.save(os.path.join(server.root, 'params_2.npy'), np.zeros(7, dtype=np.float64))
+    with pytest.raises(ValueError, match='params_2.npy.*float64'):
+        fetch(server, dest)
+
+
+def test_http_404_names_the_url(server, dest):
+    os.remove(os.path.join(server.root, 'vocab_40000.bpe'))
+    with pytest.raises(download.DownloadError) as err:
+        fetch(server, dest)
+    assert server.url + 'vocab_40000.bpe' in str(err.value) and '404' in str(err.value)
+    assert '--base_url' in str(err.value)
+
+
+def test_complete_files_are_not_fetched_again(server, dest):
+    fetch(server, dest)
+    server.requests.clear()
+    fetch(server, dest)
+    assert server.requests == []
+    with open(os.path.join(dest, 'params_7.npy'), 'r+b') as f:
+        f.truncate(100)
+    fetch(server, dest)
+    assert server.requests == [('params_7.npy', None)]
+    assert_identical(server, dest)
+
+
+def test_missing_files(server, dest):
+    assert download.missing_files(dest) == download.FILES
+    fetch(server, dest)
+    assert download.missing_files(dest) == []
+    os.remove(os.path.join(dest, 'params_9.npy'))
+    os.remove(os.path.join(dest, 'vocab_40000.bpe'))
+    assert download.missing_files(dest) == ['vocab_40000.bpe', 'params_9.npy']
+    with pytest.raises(FileNotFoundError, match='vocab_40000.bpe, params_9.npy'):
+        download.verify_model_dir(dest)
+
+
+def test_official_source_is_checked_against_openai_hashes(server, dest, monkeypatch):
+    monkeypatch.setattr(download, 'DEFAULT_URL', server.url)
+    with pytest.raises(ValueError, match='encoder_bpe_40000.json.*SHA-1'):
+        fetch(server, dest)
+    assert os.listdir(dest) == []
+
+
+def test_git_blob_sha1(tmp_path):
+    path = tmp_path / 'hello'
+    path.write_bytes(b'hello\n')
+    # `echo hello | git hash-object --stdin`
+    assert download.git_blob_sha1(path) == 'ce013625030ba8dba906f756967f9e9ca394464a'
+
+
+def run_cli(*args):
+    env = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()}
+    return subprocess.run([sys.executable, 'download.py', *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli(server, dest):
+    done = run_cli('--model_dir', dest, '--base_url', server.url)
+    assert done.returncode == 0, done.stderr
+    assert 'verified' in done.stdout
+    assert_identical(server, dest)
+
+
+def test_cli_reports_errors_without_traceback(server, dest):
+    done = run_cli('--model_dir', dest, '--base_url', server.url + 'nowhere/')
+    assert done.returncode == 1
+    assert 'Traceback' not in done.stderr
+    assert server.url + 'nowhere/encoder_bpe_40000.json' in done.stderr
