@@ -1,0 +1,223 @@
+"""generate.py on a tiny random model and a tiny BPE vocabulary in OpenAI's format."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import generate
+from model_pytorch import Config, DoubleHeadModel, save_params
+from openai_shards import published_shapes, write_shards
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = Config(n_embd=16, n_head=2, n_layer=2, embd_pdrop=0.1, attn_pdrop=0.1,
+             resid_pdrop=0.1, clf_pdrop=0.1, afn='gelu')
+LETTERS = 'abcdefgh'
+# OpenAI's format: pieces inside a word, pieces ending one ('</w>'), and merged pieces.
+PIECES = (list(LETTERS) + [c + '</w>' for c in LETTERS] + ['ab', 'ab</w>'])
+N_VOCAB, N_SPECIAL, N_CTX = len(PIECES), 3, 6
+CLF_TOKEN = N_VOCAB + 2
+PROMPT = [0, 9, 2]  # a b</w> c: three tokens, so that ten more overflow n_ctx
+
+
+@pytest.fixture(scope='module')
+def double_head():
+    torch.manual_seed(0)
+    model = DoubleHeadModel(CFG, CLF_TOKEN, 'multiple_choice',
+                            vocab=N_VOCAB + N_SPECIAL + N_CTX, n_ctx=N_CTX).eval()
+    # Wider than the N(0, 0.02) init, so that the next token depends on the context.
+    torch.nn.init.normal_(model.transformer.embed.weight, std=1.0)
+    return model
+
+
+@pytest.fixture(scope='module')
+def checkpoint(double_head, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('save') / 'best_params.pt')
+    save_params(path, double_head, cfg=dict(CFG), n_vocab=N_VOCAB, n_special=N_SPECIAL,
+                n_ctx=N_CTX, clf_token=CLF_TOKEN, task_head_type='multiple_choice')
+    return path
+
+
+@pytest.fixture(scope='module')
+def vocab(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('vocab')
+    encoder_path, bpe_path = str(folder / 'encoder.json'), str(folder / 'vocab.bpe')
+    with open(encoder_path, 'w') as f:
+        json.dump({piece: i for i, piece in enumerate(PIECES)}, f)
+    with open(bpe_path, 'w') as f:
+        f.write('#version: 0.2\na b\n')
+    return encoder_path, bpe_path
+
+
+@pytest.fixture
+def lm(checkpoint):
+    return generate.load_lm(checkpoint)
+
+
+def greedy_reference(double_head, prompt, length):
+    """Argmax over the text tokens of the LM logits, the last N_CTX tokens in view."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(length):
+            window = ids[-N_CTX:]
+            x = torch.tensor([[[t, N_VOCAB + N_SPECIAL + i] for i, t in enumerate(window)]])
+            h = double_head.transformer(x)[0, -1]
+            logits = h @ double_head.transformer.embed.weight.T
+            ids.append(int(logits[:N_VOCAB].argmax()))
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize('temperature', [1.0, 0.3])
+def test_top_k_1_is_greedy_across_the_context_window(lm, double_head, temperature):
+    model, dims = lm
+    assert dims == dict(n_vocab=N_VOCAB, n_special=N_SPECIAL, n_ctx=N_CTX)
+    expected = greedy_reference(double_head, PROMPT, 10)
+    assert len(set(expected)) > 1  # a test that a constant output could not pass
+    got = generate.sample(model, PROMPT, 10, **dims, top_k=1, temperature=temperature)
+    assert got == expected
+
+
+def test_checkpoint_loads_the_lm_parts(lm, double_head):
+    model, _ = lm
+    assert not model.training
+    state = model.state_dict()
+    for name, value in double_head.state_dict().items():
+        if not name.startswith('task_head.'):
+            assert torch.equal(state[name], value), name
+
+
+@pytest.mark.parametrize('mask_specials, scale', [(True, 100.0), (False, 2.0)])
+def test_special_and_position_ids_are_never_sampled(checkpoint, mask_specials, scale):
+    """load_lm masks special tokens before the softmax; sample() alone, on a model that
+    does not, still draws text only (at a scale where text keeps some float32 mass)."""
+    model, dims = generate.load_lm(checkpoint)
+    model.pos_emb_mask[N_VOCAB:N_VOCAB + N_SPECIAL] = mask_specials
+    with torch.no_grad():
+        model.transformer.embed.weight[N_VOCAB:] *= scale
+        x = generate._lm_input(PROMPT, N_VOCAB + N_SPECIAL, 'cpu')
+        logits = model.lm_head(model.transformer(x))[0, -1]
+    assert logits.softmax(-1)[N_VOCAB:].sum() > 0.99  # what is not text is now most likely
+    for seed in range(10):
+        for top_k, temperature in ((0, 1.0), (0, 2.0), (0, 0.5), (N_VOCAB + 5, 1.0)):
+            ids = generate.sample(model, PROMPT, 8, **dims, top_k=top_k, temperature=temperature,
+                                  generator=torch.Generator().manual_seed(seed))
+            assert all(0 <= i < N_VOCAB for i in ids), ids
+
+
+def test_top_k_draws_only_among_the_k_most_likely(lm):
+    model, dims = lm
+    with torch.no_grad():
+        probs = model(generate._lm_input(PROMPT, N_VOCAB + N_SPECIAL, 'cpu'))[0, -1, :N_VOCAB]
+    top3 = set(probs.topk(3).indices.tolist())
+    draws = {generate.sample(model, PROMPT, 1, **dims, top_k=3,
+                             generator=torch.Generator().manual_seed(s))[0] for s in range(60)}
+    assert draws <= top3 and len(draws) > 1
+
+
+def test_temperature_is_softmax_of_scaled_logits():
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    counts = np.zeros(4)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4000):
+        counts[generate._draw(probs, 0, 0.5, gen)] += 1
+    expected = (probs.double() ** 2 / (probs.double() ** 2).sum()).numpy()
+    assert counts[3] == 0
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.03)
+
+
+def test_same_seed_same_output(lm):
+    model, dims = lm
+
+    def run(seed):
+        return generate.sample(model, PROMPT, 12, **dims, top_k=0,
+                               generator=torch.Generator().manual_seed(seed))
+    assert run(0) == run(0)
+    assert run(0) != run(1)
+
+
+def test_sampling_leaves_the_training_mode_as_it_was(lm):
+    model, dims = lm
+    model.train()
+    generate.sample(model, PROMPT, 2, **dims, top_k=1)
+    assert model.training
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(temperature=0), 'temperature'), (dict(temperature=-1.0), 'temperature'),
+    (dict(temperature=math.nan), 'temperature'), (dict(temperature=math.inf), 'temperature'),
+    (dict(top_k=-1), 'top_k'), (dict(top_k=1.5), 'top_k'), (dict(top_k=True), 'top_k'),
+    (dict(length=-1), 'length'), (dict(prompt_ids=[]), 'empty'),
+    (dict(prompt_ids=[0, N_VOCAB + N_SPECIAL]), 'prompt ids'),
+])
+def test_argument_validation(lm, kwargs, message):
+    model, dims = lm
+    args = {**dict(prompt_ids=PROMPT, length=3, top_k=0, temperature=1.0), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generate.sample(model, **args, **dims)
+
+
+def test_pretrained_weights_load_from_model_dir(tmp_path):
+    shapes = published_shapes(n_layer=1, n_embd=24, n_vocab=N_VOCAB, n_ctx=8)
+    arrays = write_shards(tmp_path, shapes)
+    model, dims = generate.load_lm(model_dir=str(tmp_path))
+    assert dims == dict(n_vocab=N_VOCAB, n_special=0, n_ctx=8)
+    we = model.transformer.embed.weight.detach().numpy()
+    np.testing.assert_array_equal(we, np.concatenate([arrays[1], arrays[0]]))
+    ids = generate.sample(model, [1, 2], 3, **dims, top_k=1)
+    assert len(ids) == 3 and all(0 <= i < N_VOCAB for i in ids)
+
+
+def test_missing_files_say_how_to_get_them(tmp_path, checkpoint):
+    missing = str(tmp_path / 'best_params.pt')
+    with pytest.raises(FileNotFoundError, match='train.py') as err:
+        generate.load_lm(missing)
+    assert missing in str(err.value)
+    with pytest.raises(FileNotFoundError, match='download.py') as err:
+        generate.load_lm(model_dir=str(tmp_path))
+    assert os.path.join(str(tmp_path), 'params_shapes.json') in str(err.value)
+    save_params(missing, torch.nn.Linear(1, 1), n_vocab=N_VOCAB)
+    with pytest.raises(ValueError, match='train.py --submit'):
+        generate.load_lm(missing)
+
+
+def cli_args(checkpoint, vocab, *extra):
+    return ['ab c bad', '--checkpoint', checkpoint, '--encoder_path', vocab[0],
+            '--bpe_path', vocab[1], '--length', '7', '--seed', '3', '--device', 'cpu', *extra]
+
+
+def test_cli_prints_prompt_and_seeded_continuation(checkpoint, vocab, capsys):
+    from text_utils import TextEncoder
+    text_encoder = TextEncoder(*vocab)
+    model, dims = generate.load_lm(checkpoint)
+    prompt_ids = text_encoder.encode(['ab c bad'], verbose=False)[0]
+    new_ids = generate.sample(model, prompt_ids, 7, **dims, top_k=10,
+                              generator=torch.Generator().manual_seed(3))
+    expected = f'ab c bad {generate.decode(text_encoder.decoder, new_ids)}'
+    generate.main(cli_args(checkpoint, vocab))
+    assert capsys.readouterr().out.splitlines()[-1] == expected
+    out = subprocess.run([sys.executable, 'generate.py', *cli_args(checkpoint, vocab)], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == expected
+
+
+def test_cli_errors(checkpoint, vocab, tmp_path):
+    with pytest.raises(SystemExit, match='temperature'):
+        generate.main(cli_args(checkpoint, vocab, '--temperature', '0'))
+    missing = str(tmp_path / 'none.pt')
+    with pytest.raises(SystemExit, match='none.pt not found'):
+        generate.main(cli_args(missing, vocab))
+    with pytest.raises(SystemExit, match='download.py'):
+        generate.main(cli_args(checkpoint, (str(tmp_path / 'encoder.json'), vocab[1])))
+    small = tmp_path / 'small.json'
+    small.write_text(json.dumps({piece: i for i, piece in enumerate(PIECES[:-1])}))
+    with pytest.raises(SystemExit, match=f'model knows {N_VOCAB}'):
+        generate.main(cli_args(checkpoint, (str(small), vocab[1])))
+
+
+def test_decode_turns_word_ends_into_spaces():
+    decoder = dict(enumerate(PIECES))
+    assert generate.decode(decoder, [16, 10, 13, 17]) == 'abc f ab'
