@@ -37,8 +37,8 @@ def load_lm(checkpoint=None, model_dir='model/', device='cpu'):
         model, dims = _from_checkpoint(checkpoint)
     else:
         model, dims = _from_pretrained(model_dir)
-    # Special tokens are not text: masked before the softmax, as positions are, text keeps
-    # all the probability however likely the model finds them.
+    # Special tokens are not text: masking them before the softmax, as positions are,
+    # leaves text all the probability however likely the model finds them.
     model.pos_emb_mask[dims['n_vocab']:] = True
     return model.to(device).eval(), dims
 
