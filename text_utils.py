@@ -1,0 +1,209 @@
+"""Text to BPE ids exactly as OpenAI's finetune-transformer-lm TextEncoder produced them.
+
+Per text: ftfy.fix_text, text_standardize, spaCy's English tokenizer, then lowercase BPE
+with the </w> end-of-word marker; pieces missing from the vocabulary become id 0.
+Only the speed differs from OpenAI's code: work that provably changes nothing is
+skipped, each distinct token is turned into ids once, and large inputs use two processes.
+"""
+import json
+import multiprocessing
+import os
+import re
+
+import ftfy
+import spacy
+from tqdm import tqdm
+
+# OpenAI pads every run of one of these characters with spaces. Their pattern wrote
+# `\\+` in a non-raw string, which reaches the regex as `\+` (the plus sign again), so
+# backslashes are left alone. A run is one repeated character: `!?` is two runs.
+PUNCT_RUN = re.compile(r'([-~!";?+,)(/*\[\]}{|_])\1*')
+NEWLINE = re.compile(r'\s*\n\s*')
+SPACES = re.compile(r'[^\S\n]+')
+DASHES = str.maketrans({'—': '-', '–': '-', '―': '-', '…': '...', '´': "'"})
+
+# Text made only of these characters is returned unchanged by ftfy.fix_text: it is ASCII
+# (so no mojibake, ligature, width, quote or C1 fix applies), has no '&' (so no HTML
+# entity), no ESC (terminal escapes), no '\r' (line breaks) and no other control
+# character that ftfy removes.
+FTFY_NOOP = re.compile(r"[\t\n -%'-~]*")
+
+# Below this many texts, starting a second process costs more than it saves.
+PARALLEL_MIN = 20000
+
+
+def fix_text(text):
+    """ftfy.fix_text, skipped where it cannot change the text."""
+    if FTFY_NOOP.fullmatch(text):
+        return text
+    return ftfy.fix_text(text)
+
+
+def text_standardize(text):
+    """OpenAI's clean-up for the spaCy tokenizer: dashes and ellipses, spaces around
+    punctuation runs, each newline as ' \\n ', other whitespace runs as one space."""
+    text = text.translate(DASHES)
+    text = PUNCT_RUN.sub(r' \g<0> ', text)
+    if '\n' in text:
+        text = NEWLINE.sub(' \n ', text)
+    return SPACES.sub(' ', text).strip()
+
+
+def merge_pair(word, first, second):
+    """word with every occurrence of first followed by second fused, left to right."""
+    merged = []
+    i, n = 0, len(word)
+    while i < n:
+        if i < n - 1 and word[i] == first and word[i + 1] == second:
+            merged.append(first + second)
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
+def special_case_parts(rules):
+    """Every substring of spaCy's special-case strings. Two tokens side by side can only
+    be part of one special case if their concatenation is such a substring. None when a
+    special case of several characters holds whitespace: then no span stands alone."""
+    parts = set()
+    for rule in rules:
+        if len(rule) > 1 and any(c.isspace() for c in rule):
+            return None
+        parts.update(rule[i:j] for i in range(len(rule)) for j in range(i + 1, len(rule) + 1))
+    return parts
+
+
+def load_bpe_ranks(bpe_path):
+    """Merge -> rank. The first line is a version header; the file ends with a newline.
+    Pieces are split on any whitespace, and a repeated merge keeps its last rank, as
+    OpenAI read it."""
+    with open(bpe_path, encoding='utf-8') as f:
+        merges = f.read().split('\n')[1:-1]
+    return {tuple(merge.split()): rank for rank, merge in enumerate(merges)}
+
+
+class TextEncoder:
+    """OpenAI's TextEncoder with spaCy's blank English tokenizer.
+
+    spaCy tokenizes each space-separated span of a text on its own; only its special
+    cases (contractions, abbreviations, emoticons) are then matched across the whole
+    text. So each distinct span is tokenized and turned into ids once, and a text is
+    the concatenation of its spans unless two neighbouring tokens could belong to one
+    special case, when the whole text goes through spaCy as OpenAI's code did.
+    """
+
+    def __init__(self, encoder_path, bpe_path):
+        self.nlp = spacy.blank('en')
+        # Lexeme attributes (shape, stop word, ...) never change where the tokenizer
+        # splits, and computing them for each new word was half of spaCy's time.
+        self.nlp.vocab.lex_attr_getters = {}
+        with open(encoder_path, encoding='utf-8') as f:
+            self.encoder = json.load(f)
+        self.decoder = {v: k for k, v in self.encoder.items()}
+        self.bpe_ranks = load_bpe_ranks(bpe_path)
+        self.cache = {}
+        self.ids_cache = {}
+        self.spans = {}
+        self.special_parts = special_case_parts(self.nlp.tokenizer.rules)
+
+    def bpe(self, token):
+        """token's BPE pieces joined by spaces, the last one ending in </w>."""
+        if token in self.cache:
+            return self.cache[token]
+        word = tuple(token[:-1]) + (token[-1] + '</w>',)
+        while len(word) > 1:
+            bigram = self.best_pair(word)
+            if bigram is None:
+                break
+            word = merge_pair(word, *bigram)
+        pieces = ' '.join(word)
+        # spaCy keeps the space after a newline in the newline's token; OpenAI dropped it.
+        if pieces == '\n  </w>':
+            pieces = '\n</w>'
+        self.cache[token] = pieces
+        return pieces
+
+    def best_pair(self, word):
+        """The adjacent pair of word merged first, or None when no merge applies."""
+        best, best_rank = None, len(self.bpe_ranks)
+        for pair in zip(word, word[1:]):
+            rank = self.bpe_ranks.get(pair, best_rank)
+            if rank < best_rank:
+                best, best_rank = pair, rank
+        return best
+
+    def token_ids(self, token):
+        """The ids of one spaCy token."""
+        ids = self.ids_cache.get(token)
+        if ids is None:
+            pieces = self.bpe(token.lower()).split(' ')
+            ids = self.ids_cache[token] = [self.encoder.get(p, 0) for p in pieces]
+        return ids
+
+    def tokens_ids(self, text):
+        """spaCy's tokens of text, and their ids."""
+        tokens = [token.text for token in self.nlp.tokenizer(text)]
+        return tokens, [i for token in tokens for i in self.token_ids(token)]
+
+    def span(self, piece):
+        """(ids, first token, last token) of one piece of a standardized text split on
+        spaces. spaCy drops the one space that ends a word, so a newline's span is the
+        newline and the space after it."""
+        entry = self.spans.get(piece)
+        if entry is None:
+            tokens, ids = self.tokens_ids('\n ' if piece == '\n' else piece)
+            entry = self.spans[piece] = (ids, tokens[0], tokens[-1])
+        return entry
+
+    def encode_one(self, text):
+        text = text_standardize(fix_text(text))
+        if not text:
+            return []
+        ids, last = [], None
+        for piece in text.split(' '):
+            span_ids, first, next_last = self.span(piece)
+            if self.special_parts is None or (last is not None and
+                                              last + first in self.special_parts):
+                return self.tokens_ids(text)[1]
+            ids += span_ids
+            last = next_last
+        return ids
+
+    def encode(self, texts, verbose=True):
+        """A list of id lists, one per text."""
+        texts = list(texts)
+        if len(texts) >= PARALLEL_MIN and usable_cpus() > 1:
+            return self.encode_parallel(texts, verbose)
+        if verbose:
+            texts = tqdm(texts, ncols=80, leave=False)
+        return [self.encode_one(text) for text in texts]
+
+    def encode_parallel(self, texts, verbose):
+        """Two forked workers share this encoder's vocabulary and caches as they are;
+        results come back in input order."""
+        global _worker
+        _worker = self
+        chunks = [texts[i:i + 1000] for i in range(0, len(texts), 1000)]
+        with multiprocessing.get_context('fork').Pool(2) as pool:
+            results = pool.imap(_encode_chunk, chunks)
+            if verbose:
+                results = tqdm(results, total=len(chunks), ncols=80, leave=False)
+            return [ids for chunk in results for ids in chunk]
+
+
+_worker = None
+
+
+def _encode_chunk(texts):
+    return [_worker.encode_one(text) for text in texts]
+
+
+def usable_cpus():
+    """CPUs this process may run on; fork is needed to share the encoder cheaply."""
+    if 'fork' not in multiprocessing.get_all_start_methods():
+        return 1
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
