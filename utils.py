@@ -1,0 +1,200 @@
+"""Helpers from OpenAI's finetune-transformer-lm utils.py that do not need TensorFlow, and a
+verified on-disk cache for encoded datasets."""
+import hashlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+
+import numpy as np
+from tqdm import tqdm
+
+
+def encode_dataset(*splits, encoder, verbose=True):
+    """splits[0] is a sequence of splits, each a sequence of fields; fields of strings are
+    encoded to id lists, the others (labels) kept as they are."""
+    encoded_splits = []
+    for split in splits[0]:
+        fields = []
+        for field in split:
+            if len(field) and isinstance(field[0], str):
+                field = encoder.encode(field, verbose=verbose)
+            fields.append(field)
+        encoded_splits.append(fields)
+    return encoded_splits
+
+
+def stsb_label_encoding(labels, nclass=6):
+    """A similarity score y in [0, nclass - 1] as a distribution over the two classes
+    around it (Tai, Socher and Manning's Tree-LSTM paper)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    Y = np.zeros((len(labels), nclass), dtype=np.float32)
+    low = np.floor(labels).astype(int)
+    rows = np.arange(len(labels))
+    Y[rows, low] = low - labels + 1
+    upper = low + 1 < nclass
+    Y[rows[upper], low[upper] + 1] = (labels - low)[upper]
+    return Y
+
+
+def np_softmax(x, t=1):
+    x = x / t
+    x = x - np.max(x, axis=-1, keepdims=True)
+    ex = np.exp(x)
+    return ex / np.sum(ex, axis=-1, keepdims=True)
+
+
+def make_path(f):
+    """f, after creating the folder it goes in."""
+    d = os.path.dirname(f)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    return f
+
+
+def flatten(outer):
+    return [el for inner in outer for el in inner]
+
+
+def iter_data(*datas, n_batch=128, truncate=False, verbose=False, max_batches=float('inf')):
+    """Batches of n_batch rows of each of datas (a tuple when there are several).
+    truncate drops a last, smaller batch; verbose shows progress on stderr."""
+    n = len(datas[0])
+    if truncate:
+        n = (n // n_batch) * n_batch
+    n = int(min(n, max_batches * n_batch))
+    starts = range(0, n, n_batch)
+    for i in tqdm(starts, total=len(starts), file=sys.stderr, ncols=80, leave=False,
+                  disable=not verbose):
+        if len(datas) == 1:
+            yield datas[0][i:i + n_batch]
+        else:
+            yield tuple(d[i:i + n_batch] for d in datas)
+
+
+class ResultLogger:
+    """A JSON-lines log: the first line holds the run's settings, then one line per log()
+    call. Each line is flushed at once, so a killed run loses nothing it logged.
+    resume_at (a byte count taken from an earlier run of this log) keeps the log up to
+    there and appends after it."""
+
+    def __init__(self, path, resume_at=None, **kwargs):
+        make_path(path)
+        if resume_at is None:
+            self.f_log = open(path, 'w')
+            self.log(**kwargs)
+            return
+        if not os.path.isfile(path) or os.path.getsize(path) < resume_at:
+            raise ValueError(f'cannot resume the log {path}: expected at least {resume_at} '
+                             f'bytes from the earlier run')
+        with open(path, 'r+') as f:
+            f.truncate(resume_at)
+        self.f_log = open(path, 'a')
+
+    def log(self, **kwargs):
+        if 'time' not in kwargs:
+            kwargs['time'] = time.time()
+        self.f_log.write(json.dumps(kwargs) + '\n')
+        self.f_log.flush()
+
+    def close(self):
+        self.f_log.close()
+
+
+def file_digest(path):
+    """sha256 of a file's bytes, in hex."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached(name, key_parts, build, cache_dir, verbose=True):
+    """build(), or what an earlier build() with the same key_parts (strings) stored in
+    cache_dir. build() returns nested lists of leaves: numeric numpy arrays, or lists
+    of int lists (such as encoded texts, which come back as lists of int lists). An entry
+    that cannot be read, or whose key or checksum is wrong, is rebuilt with a warning."""
+    key = hashlib.sha256(json.dumps(list(key_parts)).encode()).hexdigest()
+    path = os.path.join(cache_dir, f'{name}-{key[:16]}.npz')
+    if os.path.exists(path):
+        try:
+            return load_entry(path, key)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            warnings.warn(f'cache entry {path} not used ({err}); rebuilding it')
+    data = build()
+    save_entry(path, key, data)
+    if verbose:
+        print(f'{name}: cached in {path}')
+    return data
+
+
+def pack(node, arrays, prefix='a'):
+    """The layout (nested lists of 'array' and 'ragged') of node; its leaves go to
+    arrays, named by their place in the tree."""
+    if isinstance(node, np.ndarray):
+        arrays[prefix] = node
+        return 'array'
+    if not isinstance(node, (list, tuple)):
+        raise TypeError(f'cannot cache a {type(node).__name__}: expected nested lists of '
+                        'numpy arrays and lists of int lists')
+    if all(isinstance(x, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in x)
+           for x in node):
+        arrays[prefix + 'v'] = np.fromiter(itertools.chain.from_iterable(node), np.int32)
+        arrays[prefix + 'o'] = np.cumsum([0] + [len(x) for x in node], dtype=np.int64)
+        return 'ragged'
+    return [pack(child, arrays, f'{prefix}_{i}') for i, child in enumerate(node)]
+
+
+def unpack(layout, arrays, prefix='a'):
+    if layout == 'array':
+        return arrays[prefix]
+    if layout == 'ragged':
+        values, offsets = arrays[prefix + 'v'].tolist(), arrays[prefix + 'o'].tolist()
+        return [values[a:b] for a, b in zip(offsets, offsets[1:])]
+    return [unpack(child, arrays, f'{prefix}_{i}') for i, child in enumerate(layout)]
+
+
+def digest(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(f'{name} {arrays[name].dtype.str} {arrays[name].shape}'.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return h.hexdigest()
+
+
+def as_bytes(text):
+    return np.frombuffer(text.encode(), dtype=np.uint8)
+
+
+def save_entry(path, key, data):
+    """Written under a temporary name and renamed, so a reader never sees half a file."""
+    arrays = {}
+    layout = pack(data, arrays)
+    arrays['layout'] = as_bytes(json.dumps(layout))
+    meta = {'key': as_bytes(key), 'digest': as_bytes(digest(arrays))}
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(f, **arrays, **meta)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_entry(path, key):
+    with np.load(path, allow_pickle=False) as z:
+        if bytes(z['key']).decode() != key:
+            raise ValueError('stale: made from other files')
+        arrays = {name: z[name] for name in z.files if name not in ('key', 'digest')}
+        stored = bytes(z['digest']).decode()
+    if digest(arrays) != stored:
+        raise ValueError('corrupt: checksum mismatch')
+    return unpack(json.loads(bytes(arrays['layout'])), arrays)
