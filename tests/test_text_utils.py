@@ -1,0 +1,301 @@
+"""TextEncoder against hand-worked cases on a tiny vocabulary, and against a deliberately
+plain reference encoder (a direct transcription of OpenAI's algorithm, no caches or
+shortcuts) on random text and on every ROCStories field when the real files are here."""
+import csv
+import json
+import os
+import random
+import re
+
+import ftfy
+import pytest
+import spacy
+
+import text_utils
+from text_utils import TextEncoder, fix_text, text_standardize
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(REPO, '..', 'shared', 'data')
+ROC_DIR = os.path.join(SHARED, 'rocstories')
+MODEL_DIR = os.path.join(SHARED, 'openai-model')
+ROC_FILES = ['cloze_test_val__spring2016 - cloze_test_ALL_val.csv',
+             'cloze_test_test__spring2016 - cloze_test_ALL_test.csv']
+VOCAB_FILES = ['encoder_bpe_40000.json', 'vocab_40000.bpe']
+
+
+# ---- the plain reference -------------------------------------------------------------
+
+# Every character class of OpenAI's pattern spelled out as its own alternative.
+REF_PUNCT = re.compile('(' + '|'.join(re.escape(c) + '+' for c in '-~!";?+,)(/*[]}{|_') + ')')
+
+
+def ref_standardize(text):
+    for old, new in (('—', '-'), ('–', '-'), ('―', '-'), ('…', '...'), ('´', "'")):
+        text = text.replace(old, new)
+    text = REF_PUNCT.sub(r' \1 ', text)
+    text = re.sub(r'\s*\n\s*', ' \n ', text)
+    text = re.sub(r'[^\S\n]+', ' ', text)
+    return text.strip()
+
+
+def ref_bpe(token, ranks):
+    word = list(token[:-1]) + [token[-1] + '</w>']
+    while len(word) > 1:
+        pairs = {(word[i], word[i + 1]) for i in range(len(word) - 1)}
+        best = min(pairs, key=lambda p: ranks.get(p, float('inf')))
+        if best not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(word):
+            if word[i:i + 2] == list(best):
+                merged.append(best[0] + best[1])
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = merged
+    joined = ' '.join(word)
+    return '\n</w>' if joined == '\n  </w>' else joined
+
+
+class RefEncoder:
+    def __init__(self, encoder_path, bpe_path):
+        self.nlp = spacy.blank('en')
+        with open(encoder_path, encoding='utf-8') as f:
+            self.encoder = json.load(f)
+        with open(bpe_path, encoding='utf-8') as f:
+            lines = f.read().split('\n')[1:-1]
+        self.ranks = dict(zip([tuple(line.split()) for line in lines], range(len(lines))))
+
+    def tokens(self, text):
+        return [t.text for t in self.nlp(ref_standardize(ftfy.fix_text(text)))]
+
+    def encode(self, texts):
+        return [[self.encoder.get(piece, 0)
+                 for token in self.tokens(text)
+                 for piece in ref_bpe(token.lower(), self.ranks).split(' ')]
+                for text in texts]
+
+
+# ---- a tiny vocabulary ---------------------------------------------------------------
+
+MERGES = [('h', 'e'), ('l', 'l'), ('he', 'll'), ('hell', 'o</w>'), ('a', 'b</w>')]
+PIECES = (['.</w>', 'h', 'e', 'l', 'o', 'a', 'b', 'c', 'he', 'll', 'hell', 'l</w>',
+           'o</w>', 'b</w>', 'c</w>', 'hello</w>', 'ab</w>', '\n</w>', "'</w>", 'é</w>',
+           '&</w>', ',</w>', '!!</w>', '!</w>', '-</w>', '...</w>', 's</w>', 'x</w>'])
+ID = {piece: i for i, piece in enumerate(PIECES)}
+
+
+@pytest.fixture(scope='module')
+def tiny_vocab(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('vocab')
+    encoder_path, bpe_path = folder / 'encoder.json', folder / 'vocab.bpe'
+    encoder_path.write_text(json.dumps(ID), encoding='utf-8')
+    bpe_path.write_text('#version: 0.2\n' + ''.join(f'{a} {b}\n' for a, b in MERGES),
+                        encoding='utf-8')
+    return str(encoder_path), str(bpe_path)
+
+
+@pytest.fixture(scope='module')
+def tiny(tiny_vocab):
+    return TextEncoder(*tiny_vocab)
+
+
+@pytest.fixture(scope='module')
+def tiny_ref(tiny_vocab):
+    return RefEncoder(*tiny_vocab)
+
+
+def encode1(encoder, text):
+    return encoder.encode([text], verbose=False)[0]
+
+
+def test_vocabulary_files_read_as_openai_did(tiny):
+    assert tiny.encoder == ID
+    assert tiny.decoder == {i: p for p, i in ID.items()}
+    assert tiny.bpe_ranks == {pair: rank for rank, pair in enumerate(MERGES)}
+
+
+def test_bpe_merges_by_rank_until_none_applies(tiny):
+    # h e l l o</w> -> he l l o</w> -> he ll o</w> -> hell o</w> -> hello</w>
+    assert tiny.bpe('hello') == 'hello</w>'
+    # 'l l</w>' is not the pair 'l l', so only h e merges
+    assert tiny.bpe('hell') == 'he l l</w>'
+    assert tiny.bpe('ab') == 'ab</w>'
+    assert tiny.bpe('cab') == 'c ab</w>'
+    assert tiny.bpe('x') == 'x</w>'
+    # after a pair merges, left to right, overlapping occurrences do not
+    assert tiny.bpe('llll') == 'll l l</w>'
+
+
+def test_encode_lowercases_and_maps_unknown_pieces_to_zero(tiny):
+    assert encode1(tiny, 'Hello') == [ID['hello</w>']]
+    assert encode1(tiny, 'HELLO ab.') == [ID['hello</w>'], ID['ab</w>'], ID['.</w>']]
+    # 'z' and 'q' are in no piece: OpenAI's encoder.get(piece, 0)
+    assert encode1(tiny, 'zq') == [0, 0]
+    assert encode1(tiny, 'cz') == [ID['c'], 0]
+    assert encode1(tiny, '') == []
+    assert tiny.encode(['ab', 'Hello'], verbose=False) == [[ID['ab</w>']], [ID['hello</w>']]]
+
+
+def test_newline_token_keeps_its_own_id(tiny):
+    # spaCy makes '\n ' one token; its BPE '\n  </w>' becomes OpenAI's '\n</w>'
+    assert tiny.bpe('\n ') == '\n</w>'
+    expected = [ID['hello</w>'], ID['\n</w>'], ID['ab</w>']]
+    assert encode1(tiny, 'hello\nab') == expected
+    assert encode1(tiny, 'hello \n\n \r\n  ab') == expected
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('a—b', 'a - b'), ('a–b', 'a - b'), ('a―b', 'a - b'),
+    ('wait…', 'wait...'), ('it´s', "it's"),
+    ('what?!!', 'what ? !!'), ('a--b', 'a -- b'), ('so...', 'so...'),
+    ('and/or', 'and / or'), ('x=(1+2)*3', 'x= ( 1 + 2 ) * 3'), ('[a]{b}', '[ a ] { b }'),
+    ('a|b_c~d', 'a | b _ c ~ d'), ('"hi";', '" hi " ;'),
+    ('a\\b', 'a\\b'), ("a'b:c&d.", "a'b:c&d."),
+    ('  a \t b  ', 'a b'), ('a\n\nb', 'a \n b'), ('a \r\n \n  b\n', 'a \n b'),
+    ('a\u00a0\u2003b', 'a b'), ('!!!', '!!!'), ('', ''),
+])
+def test_text_standardize_rules(text, expected):
+    assert text_standardize(text) == expected
+
+
+def test_text_standardize_pads_each_punctuation_run():
+    for c in '-~!";?+,)(/*[]}{|_':
+        assert text_standardize(f'x{c}{c}y{c}') == f'x {c}{c} y {c}'
+
+
+def test_text_standardize_matches_reference_on_random_text():
+    rng = random.Random(0)
+    alphabet = list('-~!";?+,)(/*[]}{|_\\.\'&:ab ') + ['\n', '\t', '\r', '—', '…', '´', '\u00a0']
+    for _ in range(3000):
+        text = ''.join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        assert text_standardize(text) == ref_standardize(text), repr(text)
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('cafÃ©', 'café'), ('a &amp; b', 'a & b'), ('don&#39;t', "don't"),
+    ('ﬁne', 'fine'), ('ＬＯＵＤ', 'LOUD'), ('“hi”', '"hi"'), ('a\r\nb', 'a\nb'),
+    ('a\x1b[31mb', 'ab'), ('a\x00b', 'ab'), ('plain text, no change.', 'plain text, no change.'),
+])
+def test_ftfy_fixes_apply(text, expected):
+    assert fix_text(text) == expected
+
+
+def test_ftfy_shortcut_changes_nothing_ftfy_would_change():
+    rng = random.Random(1)
+    alphabet = (list('ab &;#39x<>amp\t\n\r\x1b[m') + [chr(i) for i in range(32)]
+                + ['\x7f', 'Ã', '©', '’', 'ﬁ', '\u2028', '\x85'])
+    for _ in range(3000):
+        text = ''.join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert fix_text(text) == ftfy.fix_text(text), repr(text)
+
+
+def test_ftfy_fixes_reach_the_ids(tiny):
+    # café: c a f é</w>, and 'f' is no piece
+    assert encode1(tiny, 'Ab &amp; cafÃ©') == [ID['ab</w>'], ID['&</w>'], ID['c'], ID['a'], 0,
+                                              ID['é</w>']]
+
+
+def test_regex_whitespace_is_str_whitespace():
+    # spaCy splits on str.isspace(); text_standardize on the regex \s. The span cache
+    # relies on the two agreeing, so a standardized text splits on single spaces only.
+    assert all(bool(re.match(r'\s', chr(i))) == chr(i).isspace() for i in range(0x3000 + 1))
+
+
+SPECIAL_WORDS = ["can't", "won't", "I'm", "a.m.", "p.m.", ':)', ':-)', '<3', 'Mr.', 'U.S.',
+                 "'s", "n't", "'ll", 'e.g.', 'o.O', ':', ')', '(', "'", '-', '.', 'hello',
+                 'ab', 'cab', 'Hello!!', '\n', '...', 'Dr', 'etc.', ':(', '=)', "''", 'xD',
+                 "y'all", "ma'am", "o'clock", '^_^', '¯\\(ツ)/¯', 'c.', 'b.']
+
+
+def test_matches_reference_on_special_cases_and_their_neighbours(tiny, tiny_ref):
+    rng = random.Random(2)
+    texts = [' '.join(rng.choice(SPECIAL_WORDS) for _ in range(rng.randint(1, 8)))
+             for _ in range(1500)]
+    texts += [''.join(rng.choice(SPECIAL_WORDS) for _ in range(rng.randint(1, 4)))
+              for _ in range(500)]
+    texts += [': )', ': - )', 'a . m .', "can ' t", 'hello : ) ab']
+    assert tiny.encode(texts, verbose=False) == tiny_ref.encode(texts)
+
+
+def test_special_case_across_a_space_goes_through_whole_text(tiny, monkeypatch):
+    whole = []
+    monkeypatch.setattr(tiny, 'tokens_ids', lambda text, f=tiny.tokens_ids:
+                        whole.append(text) or f(text))
+    encode1(tiny, 'ab : ) ab')
+    assert 'ab : ) ab' in whole
+
+
+def test_two_processes_give_the_same_ids(tiny, tiny_ref, monkeypatch):
+    monkeypatch.setattr(text_utils, 'PARALLEL_MIN', 10)
+    monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 2)
+    rng = random.Random(3)
+    texts = [' '.join(rng.choice(SPECIAL_WORDS) for _ in range(5)) for _ in range(2500)]
+    assert tiny.encode(texts, verbose=False) == tiny_ref.encode(texts)
+
+
+def test_verbose_shows_progress(tiny, capsys):
+    tiny.encode(['hello'] * 3, verbose=True)
+    assert '/3 [' in capsys.readouterr().err
+    tiny.encode(['hello'] * 3, verbose=False)
+    assert capsys.readouterr().err == ''
+
+
+# ---- OpenAI's vocabulary and ROCStories ------------------------------------------------
+
+def need(folder, names):
+    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        pytest.skip(f'needs {", ".join(missing)} in {os.path.normpath(folder)} '
+                    '(shared data, absent from a fresh clone)')
+    return [os.path.join(folder, n) for n in names]
+
+
+@pytest.fixture(scope='module')
+def openai_vocab():
+    return need(MODEL_DIR, VOCAB_FILES)
+
+
+@pytest.fixture(scope='module')
+def real(openai_vocab):
+    return TextEncoder(*openai_vocab)
+
+
+@pytest.mark.parametrize('text, pieces', [
+    ('I decided to rent a movie when friends came over last night.',
+     ['i</w>', 'decided</w>', 'to</w>', 'rent</w>', 'a</w>', 'movie</w>', 'when</w>',
+      'friends</w>', 'came</w>', 'over</w>', 'last</w>', 'night</w>', '.</w>']),
+    ("Jackson didn't drink—ever…",
+     ['jackson</w>', 'did</w>', "n't</w>", 'drink</w>', '-</w>', 'ever</w>', '...</w>']),
+    ('Hello\nworld', ['hello</w>', '\n</w>', 'world</w>']),
+    ('cafÃ© &amp; tea', ['café</w>', '&</w>', 'tea</w>']),
+])
+def test_hand_checked_real_encodings(real, text, pieces):
+    assert [real.decoder[i] for i in encode1(real, text)] == pieces
+
+
+def test_newline_is_openais_last_id(real):
+    assert encode1(real, 'a\nb')[1] == real.encoder['\n</w>'] == 40477
+
+
+def rocstories_fields():
+    fields = []
+    for path in need(ROC_DIR, ROC_FILES):
+        with open(path, encoding='utf-8') as f:
+            rows = list(csv.reader(f))[1:]
+        fields += [' '.join(r[1:5]) for r in rows] + [r[5] for r in rows] + [r[6] for r in rows]
+    return fields
+
+
+def test_every_rocstories_field_matches_reference_and_decodes_back(real, openai_vocab):
+    fields = rocstories_fields()
+    assert len(fields) == 11226
+    ref = RefEncoder(*openai_vocab)
+    ids = real.encode(fields, verbose=False)
+    assert ids == ref.encode(fields)
+    for text, text_ids in zip(fields, ids):
+        if 0 in text_ids:  # an unknown piece cannot decode back
+            continue
+        decoded = ''.join(real.decoder[i] for i in text_ids).replace('</w>', ' ').strip()
+        assert decoded == ' '.join(t.lower() for t in ref.tokens(text)), text
