@@ -8,7 +8,6 @@ import sys
 import tempfile
 import time
 import warnings
-import zipfile
 
 import numpy as np
 from tqdm import tqdm
@@ -124,7 +123,7 @@ def cached(name, key_parts, build, cache_dir, verbose=True):
     if os.path.exists(path):
         try:
             return load_entry(path, key)
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        except Exception as err:  # whatever is wrong with the file, it is not trusted
             warnings.warn(f'cache entry {path} not used ({err}); rebuilding it')
     data = build()
     save_entry(path, key, data)

@@ -1,0 +1,239 @@
+"""The ROCStories loader on small CSVs written here (and on the real files when present),
+its errors, and the encoded-dataset cache."""
+import csv
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import datasets
+import text_utils
+from datasets import encoded_rocstories, rocstories, rocstories_test_labels
+from utils import encode_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(REPO, '..', 'shared', 'data')
+VAL = 'cloze_test_val__spring2016 - cloze_test_ALL_val.csv'
+TEST = 'cloze_test_test__spring2016 - cloze_test_ALL_test.csv'
+HEADER = ['InputStoryid', 'InputSentence1', 'InputSentence2', 'InputSentence3',
+          'InputSentence4', 'RandomFifthSentenceQuiz1', 'RandomFifthSentenceQuiz2',
+          'AnswerRightEnding']
+
+
+def row(i, label='1'):
+    return [f'id{i}', f'S{i} one.', 'Two.', 'Three.', 'Four.', f'E{i} a.', f'E{i} b.', label]
+
+
+def write(path, rows, header=HEADER):
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        csv.writer(f).writerows([header] + rows)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    write(tmp_path / VAL, [row(i, '1' if i % 3 else '2') for i in range(10)])
+    write(tmp_path / TEST, [row(100 + i, '2') for i in range(4)])
+    return tmp_path
+
+
+def test_stories_joined_labels_zero_based_and_split(data_dir):
+    (trX1, trX2, trX3, trY), (vaX1, vaX2, vaX3, vaY), (teX1, teX2, teX3) = \
+        rocstories(data_dir, n_valid=3)
+    assert (len(trX1), len(vaX1), len(teX1)) == (7, 3, 4)
+    assert teX1[0] == 'S100 one. Two. Three. Four.'
+    assert (teX2[0], teX3[0]) == ('E100 a.', 'E100 b.')
+    stories = {f'S{i} one. Two. Three. Four.': i for i in range(10)}
+    assert sorted(stories[s] for s in trX1 + vaX1) == list(range(10))
+    for X1, X2, X3, Y in ((trX1, trX2, trX3, trY), (vaX1, vaX2, vaX3, vaY)):
+        assert Y.dtype == np.int32
+        for s, e1, e2, y in zip(X1, X2, X3, Y):
+            i = stories[s]
+            assert (e1, e2, y) == (f'E{i} a.', f'E{i} b.', 0 if i % 3 else 1)
+
+
+def test_test_labels(data_dir, tmp_path):
+    assert rocstories_test_labels(data_dir).tolist() == [1, 1, 1, 1]
+    write(data_dir / TEST, [row(7)[:7]], header=HEADER[:7])
+    assert rocstories_test_labels(data_dir) is None
+    assert rocstories(data_dir, n_valid=3)[2][1] == ['E7 a.']
+
+
+def test_missing_file_names_it_and_where_rocstories_comes_from(data_dir):
+    os.remove(data_dir / VAL)
+    with pytest.raises(FileNotFoundError) as err:
+        rocstories(data_dir)
+    message = str(err.value)
+    assert f"'{VAL}'" in message and str(data_dir) in message
+    assert 'https://cs.rochester.edu/nlp/rocstories/' in message and '--data_dir' in message
+
+
+def test_short_row_names_file_and_line(data_dir):
+    rows = [row(0), row(1)[:6], row(2)]
+    write(data_dir / VAL, rows)
+    with pytest.raises(ValueError, match=r'ALL_val\.csv, line 3: expected 8 fields .* found 6'):
+        rocstories(data_dir, n_valid=1)
+
+
+def test_line_numbers_count_lines_inside_quoted_fields(data_dir):
+    first = row(0)
+    first[1] = 'A story\nover two lines.'
+    write(data_dir / TEST, [first, row(1, '0')])
+    with pytest.raises(ValueError, match=r'ALL_test\.csv, line 4: AnswerRightEnding must be '
+                                         r"1 or 2, found '0'"):
+        rocstories_test_labels(data_dir)
+
+
+@pytest.mark.parametrize('label', ['3', 'x', ''])
+def test_label_outside_one_two(data_dir, label):
+    write(data_dir / VAL, [row(0), row(1, label)])
+    with pytest.raises(ValueError, match=f'line 3: AnswerRightEnding must be 1 or 2, '
+                                         f'found {label!r}'):
+        rocstories(data_dir, n_valid=1)
+
+
+def test_bad_header_and_empty_file(data_dir):
+    write(data_dir / VAL, [row(0)], header=HEADER[:5])
+    with pytest.raises(ValueError, match='line 1: expected a header of 7 or 8 columns'):
+        rocstories(data_dir)
+    (data_dir / VAL).write_text('')
+    with pytest.raises(ValueError, match='found 0'):
+        rocstories(data_dir)
+    write(data_dir / VAL, [row(0)[:7]], header=HEADER[:7])
+    with pytest.raises(ValueError, match='AnswerRightEnding column'):
+        rocstories(data_dir)
+
+
+# ---- the cache ---------------------------------------------------------------------
+
+@pytest.fixture
+def vocab(tmp_path):
+    pieces = [c + end for c in 'abeinostw.0123456789' for end in ('', '</w>')]
+    encoder_path, bpe_path = tmp_path / 'encoder.json', tmp_path / 'vocab.bpe'
+    encoder_path.write_text(json.dumps({p: i for i, p in enumerate(pieces)}))
+    bpe_path.write_text('#version: 0.2\no n\nt w\n')
+    return str(encoder_path), str(bpe_path)
+
+
+def run_cached(data_dir, vocab, cache_dir, **kwargs):
+    kwargs.setdefault('n_valid', 3)
+    return encoded_rocstories(str(data_dir), *vocab, cache_dir=str(cache_dir), verbose=False,
+                              **kwargs)
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for split_a, split_b in zip(a, b):
+        for field_a, field_b in zip(split_a, split_b):
+            if isinstance(field_a, np.ndarray):
+                assert field_a.dtype == field_b.dtype
+                assert field_a.tolist() == field_b.tolist()
+            else:
+                assert field_a == field_b
+
+
+def test_cache_hit_equals_encoding_and_needs_no_encoder(data_dir, vocab, tmp_path, monkeypatch):
+    cache_dir = tmp_path / 'cache'
+    expected = encode_dataset(rocstories(data_dir, n_valid=3),
+                              encoder=text_utils.TextEncoder(*vocab))
+    # 'S100 one.': s 1 0 0</w>, then o n e</w> merged to 'on' (no piece: 0) and e</w>,
+    # then .</w>; a character's id is twice its place in 'abeinostw.0123456789' (+1 for </w>)
+    assert expected[2][0][0][:6] == [2 * 6, 2 * 11, 2 * 10, 2 * 10 + 1, 0, 2 * 2 + 1]
+    assert_same(run_cached(data_dir, vocab, cache_dir, n_valid=3), expected)
+    assert len(os.listdir(cache_dir)) == 1
+
+    def no_encoder(*args):
+        raise AssertionError('TextEncoder built on a cache hit')
+    monkeypatch.setattr(text_utils, 'TextEncoder', no_encoder)
+    assert_same(run_cached(data_dir, vocab, cache_dir, n_valid=3), expected)
+
+
+def test_changed_inputs_are_encoded_again(data_dir, vocab, tmp_path):
+    cache_dir = tmp_path / 'cache'
+    first = run_cached(data_dir, vocab, cache_dir, n_valid=3)
+    assert len(run_cached(data_dir, vocab, cache_dir, n_valid=4)[1][0]) == 4
+    write(data_dir / TEST, [row(200)])
+    assert run_cached(data_dir, vocab, cache_dir, n_valid=3)[2][0] != first[2][0]
+    with open(vocab[1], 'a') as f:
+        f.write('e </w>\n')
+    run_cached(data_dir, vocab, cache_dir, n_valid=3)
+    assert len(os.listdir(cache_dir)) == 4
+
+
+def only_entry(cache_dir):
+    (name,) = os.listdir(cache_dir)
+    return os.path.join(cache_dir, name)
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'flip', 'garbage'])
+def test_corrupt_entry_is_rebuilt_with_a_warning(data_dir, vocab, tmp_path, damage):
+    cache_dir = tmp_path / 'cache'
+    expected = run_cached(data_dir, vocab, cache_dir)
+    path = only_entry(cache_dir)
+    with open(path, 'rb') as f:
+        raw = bytearray(f.read())
+    if damage == 'truncate':
+        raw = raw[:len(raw) // 2]
+    elif damage == 'flip':
+        # the middle of the stored ids: the zip layer may or may not notice, the checksum does
+        raw[len(raw) // 3] ^= 0xFF
+    else:
+        raw = b'not a cache entry'
+    with open(path, 'wb') as f:
+        f.write(raw)
+    with pytest.warns(UserWarning, match='rebuilding'):
+        assert_same(run_cached(data_dir, vocab, cache_dir), expected)
+    assert_same(run_cached(data_dir, vocab, cache_dir), expected)
+
+
+def test_stale_entry_under_the_expected_name_is_rebuilt(data_dir, vocab, tmp_path):
+    cache_dir = tmp_path / 'cache'
+    expected = run_cached(data_dir, vocab, cache_dir)
+    path = only_entry(cache_dir)
+    write(data_dir / TEST, [row(300)])
+    run_cached(data_dir, vocab, cache_dir)
+    other = [p for p in os.listdir(cache_dir) if os.path.join(cache_dir, p) != path][0]
+    os.replace(os.path.join(cache_dir, other), path)  # the new files' entry, old name
+    write(data_dir / TEST, [row(100 + i, '2') for i in range(4)])
+    with pytest.warns(UserWarning, match='stale'):
+        assert_same(run_cached(data_dir, vocab, cache_dir), expected)
+
+
+# ---- the real files ----------------------------------------------------------------
+
+def real_paths():
+    paths = [os.path.join(SHARED, 'rocstories', VAL), os.path.join(SHARED, 'rocstories', TEST),
+             os.path.join(SHARED, 'openai-model', 'encoder_bpe_40000.json'),
+             os.path.join(SHARED, 'openai-model', 'vocab_40000.bpe')]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        pytest.skip(f'needs the shared data files {missing} (absent from a fresh clone)')
+    return os.path.join(SHARED, 'rocstories'), paths[2:]
+
+
+def test_real_split_as_openai_made_it():
+    roc_dir, _ = real_paths()
+    (trX1, trX2, _, trY), (vaX1, _, vaX3, vaY), (teX1, _, _) = rocstories(roc_dir)
+    assert (len(trX1), len(vaX1), len(teX1)) == (1497, 374, 1871)
+    # recorded from OpenAI's own loader on these files
+    assert trX1[0].startswith('I decided to rent a movie when friends came over last night.')
+    assert trX2[0] == 'I had a hard time falling asleep that night.'
+    assert vaX1[0].startswith('Jackson had always avoided drinking anything alcoholic. He k')
+    assert vaX3[0] == 'E spit out his beer.'
+    assert teX1[0].startswith('My friends all love to go to the club to dance. Th')
+    assert trY[:12].tolist() == [0, 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0]
+    assert vaY[:12].tolist() == [0, 0, 0, 1, 0, 0, 1, 1, 0, 1, 0, 0]
+    assert (int(trY.sum()), int(vaY.sum())) == (735, 174)
+    labels = rocstories_test_labels(roc_dir)
+    assert len(labels) == 1871 and set(labels.tolist()) == {0, 1}
+
+
+def test_real_cache_hit_is_fast(tmp_path):
+    roc_dir, vocab = real_paths()
+    first = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
+    assert [len(field) for split in first for field in split] == [1497] * 4 + [374] * 4 + [1871] * 3
+    start = time.perf_counter()
+    again = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
+    assert time.perf_counter() - start < 0.2
+    assert_same(again, first)
