@@ -135,12 +135,12 @@ def cached(name, key_parts, build, cache_dir, verbose=True):
 def pack(node, arrays, prefix='a'):
     """The layout (nested lists of 'array' and 'ragged') of node; its leaves go to
     arrays, named by their place in the tree."""
-    if isinstance(node, np.ndarray):
+    if isinstance(node, np.ndarray) and not node.dtype.hasobject:
         arrays[prefix] = node
         return 'array'
     if not isinstance(node, (list, tuple)):
         raise TypeError(f'cannot cache a {type(node).__name__}: expected nested lists of '
-                        'numpy arrays and lists of int lists')
+                        'numeric numpy arrays and lists of int lists')
     if all(isinstance(x, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in x)
            for x in node):
         arrays[prefix + 'v'] = np.fromiter(itertools.chain.from_iterable(node), np.int32)
