@@ -70,7 +70,7 @@ class RefEncoder:
     def tokens(self, text):
         return [t.text for t in self.nlp(ref_standardize(ftfy.fix_text(text)))]
 
-    def encode(self, texts):
+    def encode(self, texts, verbose=False):
         return [[self.encoder.get(piece, 0)
                  for token in self.tokens(text)
                  for piece in ref_bpe(token.lower(), self.ranks).split(' ')]
