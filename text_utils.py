@@ -12,6 +12,7 @@ import re
 
 import ftfy
 import spacy
+from spacy.tokenizer import Tokenizer
 from tqdm import tqdm
 
 # OpenAI pads every run of one of these characters with spaces. Their pattern wrote
@@ -63,16 +64,20 @@ def merge_pair(word, first, second):
     return tuple(merged)
 
 
-def special_case_parts(rules):
-    """Every substring of spaCy's special-case strings. Two tokens side by side can only
-    be part of one special case if their concatenation is such a substring. None when a
-    special case of several characters holds whitespace: then no span stands alone."""
-    parts = set()
-    for rule in rules:
-        if len(rule) > 1 and any(c.isspace() for c in rule):
-            return None
-        parts.update(rule[i:j] for i in range(len(rule)) for j in range(i + 1, len(rule) + 1))
-    return parts
+def special_case_joins(tokenizer):
+    """Where spaCy could match a special case over tokens from two spans: for each special
+    case, split as spaCy splits it without special cases (the tokens its matcher looks
+    for), each run of its first tokens joined -> the tokens that may come next."""
+    plain = Tokenizer(tokenizer.vocab, prefix_search=tokenizer.prefix_search,
+                      suffix_search=tokenizer.suffix_search,
+                      infix_finditer=tokenizer.infix_finditer,
+                      token_match=tokenizer.token_match, url_match=tokenizer.url_match)
+    joins = {}
+    for rule in tokenizer.rules:
+        tokens = [token.text for token in plain(rule)]
+        for j in range(1, len(tokens)):
+            joins.setdefault(''.join(tokens[:j]), set()).add(tokens[j])
+    return joins
 
 
 def load_bpe_ranks(bpe_path):
@@ -87,11 +92,11 @@ def load_bpe_ranks(bpe_path):
 class TextEncoder:
     """OpenAI's TextEncoder with spaCy's blank English tokenizer.
 
-    spaCy tokenizes each space-separated span of a text on its own; only its special
-    cases (contractions, abbreviations, emoticons) are then matched across the whole
-    text. So each distinct span is tokenized and turned into ids once, and a text is
-    the concatenation of its spans unless two neighbouring tokens could belong to one
-    special case, when the whole text goes through spaCy as OpenAI's code did.
+    spaCy tokenizes each space-separated span of a text on its own, then matches its
+    special cases (contractions, abbreviations, emoticons) over the tokens of the whole
+    text. So each distinct span is tokenized and turned into ids once, and a text is the
+    concatenation of its spans, unless a special case could start at the end of one span
+    and go on into the next: then the whole text goes through spaCy, as in OpenAI's code.
     """
 
     def __init__(self, encoder_path, bpe_path):
@@ -106,7 +111,8 @@ class TextEncoder:
         self.cache = {}
         self.ids_cache = {}
         self.spans = {}
-        self.special_parts = special_case_parts(self.nlp.tokenizer.rules)
+        self.joins = special_case_joins(self.nlp.tokenizer)
+        self.longest_join = max(map(len, self.joins), default=0)
 
     def bpe(self, token):
         """token's BPE pieces joined by spaces, the last one ending in </w>."""
@@ -148,27 +154,27 @@ class TextEncoder:
         return tokens, [i for token in tokens for i in self.token_ids(token)]
 
     def span(self, piece):
-        """(ids, first token, last token) of one piece of a standardized text split on
-        spaces. spaCy drops the one space that ends a word, so a newline's span is the
-        newline and the space after it."""
+        """(ids, tokens that would go on a special case ending this piece) of one piece
+        of a standardized text split on spaces. spaCy drops the one space that ends a
+        word, so a newline's span is the newline and the space after it."""
         entry = self.spans.get(piece)
         if entry is None:
-            tokens, ids = self.tokens_ids('\n ' if piece == '\n' else piece)
-            entry = self.spans[piece] = (ids, tokens[0], tokens[-1])
+            ids = self.tokens_ids('\n ' if piece == '\n' else piece)[1]
+            ends = (piece[-k:] for k in range(1, min(len(piece), self.longest_join) + 1))
+            nexts = tuple(t for end in ends if end in self.joins for t in self.joins[end])
+            entry = self.spans[piece] = (ids, nexts)
         return entry
 
     def encode_one(self, text):
         text = text_standardize(fix_text(text))
         if not text:
             return []
-        ids, last = [], None
+        ids, nexts = [], ()
         for piece in text.split(' '):
-            span_ids, first, next_last = self.span(piece)
-            if self.special_parts is None or (last is not None and
-                                              last + first in self.special_parts):
+            if nexts and any(piece.startswith(t) for t in nexts):
                 return self.tokens_ids(text)[1]
-            ids += span_ids
-            last = next_last
+            piece_ids, nexts = self.span(piece)
+            ids += piece_ids
         return ids
 
     def encode(self, texts, verbose=True):

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import string
 
 import ftfy
 import pytest
@@ -217,6 +218,52 @@ def test_matches_reference_on_special_cases_and_their_neighbours(tiny, tiny_ref)
               for _ in range(500)]
     texts += [': )', ': - )', 'a . m .', "can ' t", 'hello : ) ab']
     assert tiny.encode(texts, verbose=False) == tiny_ref.encode(texts)
+
+
+@pytest.fixture(scope='module')
+def char_vocab(tmp_path_factory):
+    """Every character alone and ending a word, no merges: the ids spell out the
+    (lowercased) tokens and where each one ends."""
+    chars = set(string.printable) | {c for rule in spacy.blank('en').tokenizer.rules
+                                     for c in rule.lower()}
+    pieces = sorted(chars) + sorted(c + '</w>' for c in chars)
+    folder = tmp_path_factory.mktemp('chars')
+    (folder / 'encoder.json').write_text(json.dumps({p: i for i, p in enumerate(pieces)}))
+    (folder / 'vocab.bpe').write_text('#version: 0.2\n')
+    return str(folder / 'encoder.json'), str(folder / 'vocab.bpe')
+
+
+def test_same_tokens_as_spacy_on_whole_text_around_special_cases(char_vocab):
+    # Special cases cut anywhere by spaces, next to each other and to words: wherever
+    # spaCy's special-case matcher could act across a space, the span cache must not.
+    rules = sorted(spacy.blank('en').tokenizer.rules)
+    rng = random.Random(4)
+    words = rules + ['a', 'I', 'did', 'he', 's', '.', ':', ')', '(', "'", 'x', '-', '_']
+
+    def cut(rule):
+        i = rng.randint(0, len(rule))
+        return rule[:i] + ' ' + rule[i:] if rng.random() < 0.7 else rule
+    texts = [' '.join(cut(rng.choice(words)) for _ in range(rng.randint(1, 6)))
+             for _ in range(4000)]
+    ours, ref = TextEncoder(*char_vocab), RefEncoder(*char_vocab)
+    assert ours.encode(texts, verbose=False) == ref.encode(texts)
+
+
+# Standardized texts where spaCy's special cases act across a space: the tokens of the
+# whole text are not those of its spans taken one by one.
+ACROSS_SPACES = ['( o:x', 'x:o )', 'It’s ) :3pm', 'v. ) :3am', '( - 8 ) :1am',
+                 'Theyll ( x:o )']
+
+
+def test_special_cases_across_spaces_are_real_and_handled(char_vocab):
+    nlp = spacy.blank('en')
+    for text in ACROSS_SPACES:
+        assert text_standardize(text) == text
+        spans = [t.text for piece in text.split(' ') for t in nlp(piece)]
+        assert [t.text for t in nlp(text)] != spans, text
+    ours, ref = TextEncoder(*char_vocab), RefEncoder(*char_vocab)
+    texts = ACROSS_SPACES + [f'a {text} b' for text in ACROSS_SPACES]
+    assert ours.encode(texts, verbose=False) == ref.encode(texts)
 
 
 def test_special_case_across_a_space_goes_through_whole_text(tiny, monkeypatch):
