@@ -233,7 +233,10 @@ def test_real_cache_hit_is_fast(tmp_path):
     roc_dir, vocab = real_paths()
     first = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
     assert [len(field) for split in first for field in split] == [1497] * 4 + [374] * 4 + [1871] * 3
-    start = time.perf_counter()
-    again = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
-    assert time.perf_counter() - start < 0.2
+    seconds = []
+    for _ in range(3):  # best of 3: other processes may share the machine
+        start = time.perf_counter()
+        again = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
+        seconds.append(time.perf_counter() - start)
+    assert min(seconds) < 0.2
     assert_same(again, first)
