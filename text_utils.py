@@ -29,6 +29,8 @@ DASHES = str.maketrans({'—': '-', '–': '-', '―': '-', '…': '...', '´': 
 # character that ftfy removes.
 FTFY_NOOP = re.compile(r"[\t\n -%'-~]*")
 
+# New spans tokenized by one spaCy call.
+SPAN_BATCH = 1000
 # Below this many texts, starting a second process costs more than it saves.
 PARALLEL_MIN = 20000
 
@@ -80,6 +82,15 @@ def special_case_joins(tokenizer):
     return joins
 
 
+def newline_separates(tokenizer, joins):
+    """Whether ' \\n ' between two pieces becomes one token of its own that no special
+    case of several tokens contains."""
+    if [token.text for token in tokenizer('a \n a')] != ['a', '\n ', 'a']:
+        return False
+    return not any(c.isspace() for start, nexts in joins.items()
+                   for token in (start, *nexts) for c in token)
+
+
 def load_bpe_ranks(bpe_path):
     """Merge -> rank. The first line is a version header; the file ends with a newline.
     Pieces are split on any whitespace, and a repeated merge keeps its last rank, as
@@ -113,6 +124,7 @@ class TextEncoder:
         self.spans = {}
         self.joins = special_case_joins(self.nlp.tokenizer)
         self.longest_join = max(map(len, self.joins), default=0)
+        self.batchable = newline_separates(self.nlp.tokenizer, self.joins)
 
     def bpe(self, token):
         """token's BPE pieces joined by spaces, the last one ending in </w>."""
@@ -159,21 +171,40 @@ class TextEncoder:
         word, so a newline's span is the newline and the space after it."""
         entry = self.spans.get(piece)
         if entry is None:
-            ids = self.tokens_ids('\n ' if piece == '\n' else piece)[1]
-            ends = (piece[-k:] for k in range(1, min(len(piece), self.longest_join) + 1))
-            nexts = tuple(t for end in ends if end in self.joins for t in self.joins[end])
-            entry = self.spans[piece] = (ids, nexts)
+            tokens = self.tokens_ids('\n ' if piece == '\n' else piece)[0]
+            entry = self.spans[piece] = self.span_entry(piece, tokens)
         return entry
 
-    def encode_one(self, text):
-        text = text_standardize(fix_text(text))
+    def span_entry(self, piece, tokens):
+        ends = (piece[-k:] for k in range(1, min(len(piece), self.longest_join) + 1))
+        nexts = tuple(t for end in ends if end in self.joins for t in self.joins[end])
+        return [i for token in tokens for i in self.token_ids(token)], nexts
+
+    def add_spans(self, pieces):
+        """Tokenizes new pieces a batch at a time, joined by newlines: a newline ends a
+        spaCy span and is no token of any special case of several tokens, so no special
+        case reaches from one piece into the next and each piece gets the tokens it
+        gets alone. A newline piece is tokenized alone, as its span is '\\n '."""
+        pieces = [p for p in pieces if p != '\n']
+        for i in range(0, len(pieces) if self.batchable else 0, SPAN_BATCH):
+            batch = pieces[i:i + SPAN_BATCH]
+            groups = [[]]
+            for token in self.nlp.tokenizer(' \n '.join(batch)):
+                if token.text == '\n ':
+                    groups.append([])
+                else:
+                    groups[-1].append(token.text)
+            for piece, tokens in zip(batch, groups):
+                self.spans[piece] = self.span_entry(piece, tokens)
+
+    def encode_standardized(self, text):
         if not text:
             return []
-        ids, nexts = [], ()
+        ids, nexts, spans = [], (), self.spans
         for piece in text.split(' '):
-            if nexts and any(piece.startswith(t) for t in nexts):
+            if piece.startswith(nexts):
                 return self.tokens_ids(text)[1]
-            piece_ids, nexts = self.span(piece)
+            piece_ids, nexts = spans.get(piece) or self.span(piece)
             ids += piece_ids
         return ids
 
@@ -182,9 +213,16 @@ class TextEncoder:
         texts = list(texts)
         if len(texts) >= PARALLEL_MIN and usable_cpus() > 1:
             return self.encode_parallel(texts, verbose)
+        return self.encode_serial(texts, verbose)
+
+    def encode_serial(self, texts, verbose):
         if verbose:
             texts = tqdm(texts, ncols=80, leave=False)
-        return [self.encode_one(text) for text in texts]
+        texts = [text_standardize(fix_text(text)) for text in texts]
+        spans = self.spans
+        self.add_spans(dict.fromkeys(p for text in texts for p in text.split(' ')
+                                     if p and p not in spans))
+        return [self.encode_standardized(text) for text in texts]
 
     def encode_parallel(self, texts, verbose):
         """Two forked workers share this encoder's vocabulary and caches as they are;
@@ -203,7 +241,7 @@ _worker = None
 
 
 def _encode_chunk(texts):
-    return [_worker.encode_one(text) for text in texts]
+    return _worker.encode_serial(texts, verbose=False)
 
 
 def usable_cpus():

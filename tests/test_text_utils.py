@@ -274,6 +274,17 @@ def test_special_case_across_a_space_goes_through_whole_text(tiny, monkeypatch):
     assert 'ab : ) ab' in whole
 
 
+def test_new_spans_tokenized_in_batches_or_alone_alike(tiny_vocab, tiny_ref):
+    rng = random.Random(5)
+    texts = [' '.join(rng.choice(SPECIAL_WORDS) for _ in range(6)) for _ in range(800)]
+    batched, alone = TextEncoder(*tiny_vocab), TextEncoder(*tiny_vocab)
+    assert batched.batchable
+    alone.batchable = False
+    assert batched.encode(texts, verbose=False) == alone.encode(texts, verbose=False) \
+        == tiny_ref.encode(texts)
+    assert batched.spans == alone.spans
+
+
 def test_two_processes_give_the_same_ids(tiny, tiny_ref, monkeypatch):
     monkeypatch.setattr(text_utils, 'PARALLEL_MIN', 10)
     monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 2)
