@@ -67,14 +67,20 @@ class RefEncoder:
         with open(bpe_path, encoding='utf-8') as f:
             lines = f.read().split('\n')[1:-1]
         self.ranks = dict(zip([tuple(line.split()) for line in lines], range(len(lines))))
+        self.bpe_cache = {}
 
     def tokens(self, text):
         return [t.text for t in self.nlp(ref_standardize(ftfy.fix_text(text)))]
 
+    def bpe(self, token):
+        if token not in self.bpe_cache:
+            self.bpe_cache[token] = ref_bpe(token, self.ranks)
+        return self.bpe_cache[token]
+
     def encode(self, texts, verbose=False):
         return [[self.encoder.get(piece, 0)
                  for token in self.tokens(text)
-                 for piece in ref_bpe(token.lower(), self.ranks).split(' ')]
+                 for piece in self.bpe(token.lower()).split(' ')]
                 for text in texts]
 
 
