@@ -3,7 +3,8 @@
 Per text: ftfy.fix_text, text_standardize, spaCy's English tokenizer, then lowercase BPE
 with the </w> end-of-word marker; pieces missing from the vocabulary become id 0.
 Only the speed differs from OpenAI's code: work that provably changes nothing is
-skipped, each distinct token is turned into ids once, and large inputs use two processes.
+skipped, each distinct space-separated span is tokenized and turned into ids once (see
+TextEncoder), and large inputs use two processes.
 """
 import json
 import multiprocessing
@@ -160,25 +161,28 @@ class TextEncoder:
             ids = self.ids_cache[token] = [self.encoder.get(p, 0) for p in pieces]
         return ids
 
-    def tokens_ids(self, text):
-        """spaCy's tokens of text, and their ids."""
-        tokens = [token.text for token in self.nlp.tokenizer(text)]
-        return tokens, [i for token in tokens for i in self.token_ids(token)]
+    def tokenize(self, text):
+        return [token.text for token in self.nlp.tokenizer(text)]
+
+    def tokens_ids(self, tokens):
+        return [i for token in tokens for i in self.token_ids(token)]
 
     def span(self, piece):
-        """(ids, tokens that would go on a special case ending this piece) of one piece
-        of a standardized text split on spaces. spaCy drops the one space that ends a
-        word, so a newline's span is the newline and the space after it."""
+        """The span entry of one piece of a standardized text split on spaces. spaCy
+        drops the one space that ends a word, so a newline's span is the newline and
+        the space after it."""
         entry = self.spans.get(piece)
         if entry is None:
-            tokens = self.tokens_ids('\n ' if piece == '\n' else piece)[0]
+            tokens = self.tokenize('\n ' if piece == '\n' else piece)
             entry = self.spans[piece] = self.span_entry(piece, tokens)
         return entry
 
     def span_entry(self, piece, tokens):
+        """(ids of the piece's tokens, the tokens that would carry on a special case
+        that begins at the end of the piece)."""
         ends = (piece[-k:] for k in range(1, min(len(piece), self.longest_join) + 1))
         nexts = tuple(t for end in ends if end in self.joins for t in self.joins[end])
-        return [i for token in tokens for i in self.token_ids(token)], nexts
+        return self.tokens_ids(tokens), nexts
 
     def add_spans(self, pieces):
         """Tokenizes new pieces a batch at a time, joined by newlines: a newline ends a
@@ -203,7 +207,7 @@ class TextEncoder:
         ids, nexts, spans = [], (), self.spans
         for piece in text.split(' '):
             if piece.startswith(nexts):
-                return self.tokens_ids(text)[1]
+                return self.tokens_ids(self.tokenize(text))
             piece_ids, nexts = spans.get(piece) or self.span(piece)
             ids += piece_ids
         return ids
