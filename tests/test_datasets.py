@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-import datasets
 import text_utils
 from datasets import encoded_rocstories, rocstories, rocstories_test_labels
 from utils import encode_dataset

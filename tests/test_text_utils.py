@@ -174,7 +174,8 @@ def test_text_standardize_pads_each_punctuation_run():
 
 def test_text_standardize_matches_reference_on_random_text():
     rng = random.Random(0)
-    alphabet = list('-~!";?+,)(/*[]}{|_\\.\'&:ab ') + ['\n', '\t', '\r', '—', '…', '´', '\u00a0']
+    alphabet = (list('-~!";?+,)(/*[]}{|_\\.\'&:ab ')
+                + ['\n', '\t', '\r', '—', '…', '´', '\u00a0'])
     for _ in range(3000):
         text = ''.join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
         assert text_standardize(text) == ref_standardize(text), repr(text)
