@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_pytorch import (Config, DEFAULT_CONFIG, DoubleHeadModel, TransformerModel,
+from model_pytorch import (Config, DoubleHeadModel, TransformerModel,
                            block_param_names, load_openai_pretrained_model)
 from openai_shards import published_shapes, write_shards
 

@@ -2,7 +2,6 @@
 implementation of the same network, and against TF's formulas."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,19 +181,19 @@ def test_mask_skips_padding_with_the_same_results(n_real):
     x[..., 0] *= mask.long()  # padding ids as the data pipeline writes them
     x[0, 0, 4, 0] = x[1, 0, 6, 0] = x[0, 1, 4, 0] = x[1, 1, 1, 0] = 40  # classify tokens last
     keep = mask.view(4, 9)[:, 1:].reshape(-1) != 0
-    grads = []
+    results = []
     for kw in ({}, dict(mask=mask, n_real=n_real)):
         model.zero_grad()
         lm, clf = model(x, **kw)
         lm = lm if kw else lm[keep]
         (lm.logsumexp(-1).sum() + clf.square().sum()).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-        if kw:
-            torch.testing.assert_close(lm, plain_lm, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(clf, plain_clf, rtol=1e-5, atol=1e-5)
-        plain_lm, plain_clf = lm.detach(), clf.detach()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5,
+        results.append((lm.detach(), clf.detach(),
+                        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain_lm, plain_clf, plain_grads), (lm, clf, grads) = results
+    torch.testing.assert_close(lm, plain_lm, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(clf, plain_clf, rtol=1e-5, atol=1e-5)
+    for name in plain_grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-4, atol=1e-5,
                                    msg=name)
 
 

@@ -11,7 +11,7 @@ import torch
 import train
 from model_pytorch import DoubleHeadModel, load_params
 from openai_shards import published_shapes, write_shards
-from rocstories_sample import TEST_NAME, VAL_NAME, write_csvs, write_vocab
+from rocstories_sample import VAL_NAME, write_csvs, write_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, '..', 'shared', 'data')
