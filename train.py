@@ -421,6 +421,12 @@ def run(args, dd, trainer, meta, train, valid, test):
 
     def checkpoint():
         rngs = dd.gather(rng_state())
+        # an overflowing gradient can spoil the weights before any loss shows it
+        bad = [n for n, p in trainer.module.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise SystemExit(f'non-finite parameters after update {progress["n_updates"]} '
+                             f'({", ".join(bad[:3])}): training stopped, no checkpoint '
+                             'written; lower --lr, check the data, or use --amp none')
         if dd.main:
             progress['log_bytes'] = os.path.getsize(log_path)
             state = dict(settings=current, model=trainer.module.state_dict(),
