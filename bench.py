@@ -74,6 +74,21 @@ def matmul_peak(dtype, device, n=3):
     return 2 * 1024 * 768 * 3072 / best / 1e9
 
 
+def cpu_name():
+    """The CPU's model name and its widest vector and matrix extensions."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((l.split(':', 1)[1].strip() for l in info.splitlines()
+                 if l.startswith('model name')), platform.machine())
+    flags = next((l.split(':', 1)[1].split() for l in info.splitlines()
+                  if l.startswith('flags')), [])
+    ext = [f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in flags]
+    return f"{name} ({' '.join(ext) or 'no AVX2'})"
+
+
 def sync(device):
     if str(device).startswith('cuda'):
         torch.cuda.synchronize()
@@ -132,7 +147,7 @@ def useful_gflop(M, n_layer, n_embd, vocab):
     attn = 2 * 2 * n_embd * (lengths * (lengths + 1) / 2).sum()
     body = n_layer * (dense + attn)
     lm = 2 * n_embd * vocab * (lengths - 1).sum()
-    return body / 1e9, lm / 1e9
+    return float(body) / 1e9, float(lm) / 1e9
 
 
 def peak_memory(device):
@@ -286,7 +301,7 @@ def main(argv=None):
     peaks = {d: matmul_peak(getattr(torch, {'fp32': 'float32', 'bf16': 'bfloat16'}[d]), args.device)
              for d in ('fp32', 'bf16')}
     device = torch.cuda.get_device_name() if args.device.startswith('cuda') else \
-        f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+        f'{cpu_name()}, {torch.get_num_threads()} threads'
     print(f'device: {device}; torch {torch.__version__}; {args.n_layer} layers, {args.n_embd} wide, '
           f'{args.n_batch} stories x 2 endings per update')
     print(f'measured matmul peak: fp32 {peaks["fp32"]:.0f} GFLOP/s, bf16 {peaks["bf16"]:.0f} GFLOP/s')

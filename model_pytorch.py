@@ -346,14 +346,15 @@ class DoubleHeadModel(nn.Module):
         self.lm_head = LMHead(self.transformer, cfg)
         self.task_head = make_task_head(clf_token, cfg, task_head_type)
 
-    def forward(self, x, mask=None, n_real=None):
+    def forward(self, x, mask=None, n_real=None, lm=True):
         """With mask (..., seq), 1 at real tokens and padding only at the end of each
         sequence, padding is skipped (see Packing): the same results, less work, and
-        LM logits only at the positions whose loss counts."""
+        LM logits only at the positions whose loss counts. lm=False skips the LM head
+        (lm_logits None), for a loss without the LM term."""
         we = self.transformer.dropped_embedding()
         packing = None if mask is None else Packing(mask.reshape(-1, mask.size(-1)), n_real)
         h = self.transformer(x, we, packing)
-        return self.lm_head(h, we, mask), self.task_head(h, x)
+        return (self.lm_head(h, we, mask) if lm else None), self.task_head(h, x)
 
 
 def block_param_names(n_layer):

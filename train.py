@@ -282,11 +282,12 @@ class Trainer:
             sync = contextlib.nullcontext() if last or self.dd.world == 1 else self.model.no_sync()
             with sync:
                 with self.autocast():
-                    if self.fast:
-                        lm_logits, clf_logits = self.model(x, m, n_real)
+                    if self.fast:  # no LM head where its loss does not count (TF: lm_coef 0)
+                        lm_logits, clf_logits = self.model(x, m, n_real, lm=self.args.lm_coef > 0)
                     else:
                         lm_logits, clf_logits = self.model(x)
-                loss = self.compute_loss(x, y, m, clf_logits.float(), lm_logits.float()) / self.accum
+                lm_logits = None if lm_logits is None else lm_logits.float()
+                loss = self.compute_loss(x, y, m, clf_logits.float(), lm_logits) / self.accum
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.step(self.opt)
