@@ -476,7 +476,8 @@ def run(args, dd, trainer, meta, train, valid, test):
             seen += args.update_batch
             due = progress['n_updates'] in (1000, 2000, 4000, 8000, 16000, 32000) and progress['n_epochs'] == 0
             save_due = args.save_every and progress['n_updates'] % args.save_every == 0
-            if progress['n_updates'] % 10 == 0 or due or save_due or b == n_batches - 1:
+            sync_point = progress['n_updates'] % 10 == 0 or due or save_due or b == n_batches - 1
+            if sync_point:
                 check_finite(first_bad, ckpts)  # the only host syncs: every 10 updates
                 bar.set_postfix(loss=f'{loss.item():.3f}',
                                 stories_per_s=f'{seen / (time.time() - started):.1f}')
@@ -484,7 +485,11 @@ def run(args, dd, trainer, meta, train, valid, test):
                 log()
             if save_due:
                 checkpoint()
-            if dd.any(trainer.stop_requested):
+            if dd.world == 1:
+                stop = trainer.stop_requested
+            else:  # ranks agree at sync points only: all_reduce waits for the device
+                stop = sync_point and dd.any(trainer.stop_requested)
+            if stop:
                 check_finite(first_bad, ckpts)
                 checkpoint()
                 if dd.main:
