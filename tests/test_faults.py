@@ -13,6 +13,7 @@ import torch
 import model_pytorch
 from rocstories_sample import write_csvs, write_vocab
 from test_train import REPO, TINY, read_log, run_cli
+from tiny_trainer import make_trainer
 
 
 @pytest.fixture
@@ -130,37 +131,20 @@ def test_bf16_autocast_stays_close_to_float32(setup):
 
 
 DDP_STEP = r'''
-import os, sys, numpy as np, torch, torch.distributed as dist
-sys.path.insert(0, sys.argv[1])
-import train
-from model_pytorch import Config, DoubleHeadModel
-from opt import OpenAIAdam
-from loss import MultipleChoiceLossCompute
+import sys, numpy as np, torch
+sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']
+from tiny_trainer import make_trainer, tiny_stories
 
-dd = train.Distributed('cpu')
-args = train.parse_args(['--n_batch', '4', '--update_batch', '16', '--device', 'cpu'])
-cfg = Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0.0, attn_pdrop=0.0,
-             resid_pdrop=0.0, clf_pdrop=0.0)
-torch.manual_seed(0)
-model = DoubleHeadModel(cfg, 52, 'multiple_choice', vocab=53 + 12, n_ctx=12)
-rng = np.random.default_rng(1)
-X1 = [list(rng.integers(0, 50, rng.integers(2, 5))) for _ in range(16)]
-X2 = [list(rng.integers(0, 50, rng.integers(1, 4))) for _ in range(16)]
-X3 = [list(rng.integers(0, 50, rng.integers(1, 4))) for _ in range(16)]
-X, M = train.transform_roc(X1, X2, X3, {'_start_': 50, '_delimiter_': 51}, 12, 4, 52, 53)
-Y = rng.integers(0, 2, 16)
-trainer = train.Trainer(args, dd)
-trainer.module = model
-trainer.model = torch.nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-trainer.opt = OpenAIAdam(model.parameters(), lr=1e-3, schedule='warmup_constant', warmup=0.001,
-                         t_total=10, l2=0.01, max_grad_norm=1)
-ce = torch.nn.CrossEntropyLoss(reduction='none')
-trainer.compute_loss = MultipleChoiceLossCompute(ce, ce, 0.5)
+trainer = make_trainer(12, update_batch=16, opt='adam')
+dd = trainer.dd
+if dd.world > 1:
+    trainer.model = torch.nn.parallel.DistributedDataParallel(trainer.module)
+X, M, Y = tiny_stories(16, n_ctx=12, seed=1)
 rows = np.arange(16)
-for _ in range(2):
+for _ in range(2):  # OpenAIAdam's first update has learning rate 0, as TF's
     trainer.train_step(X, M, Y, rows[dd.rank * trainer.per_device:(dd.rank + 1) * trainer.per_device])
 if dd.main:
-    torch.save(model.state_dict(), sys.argv[2])
+    torch.save(trainer.module.state_dict(), sys.argv[2])
 '''
 
 
@@ -182,9 +166,6 @@ def test_two_gloo_processes_make_the_single_process_update(tmp_path):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
     # the updates must have moved the weights for the comparison to mean anything
-    cfg = model_pytorch.Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0.0,
-                               attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
-    torch.manual_seed(0)
-    start = model_pytorch.DoubleHeadModel(cfg, 52, 'multiple_choice', vocab=65, n_ctx=12)
+    start = make_trainer(12, update_batch=16, opt='adam').module.state_dict()
     name = 'transformer.h.0.attn.c_attn.w'
-    assert not torch.allclose(start.state_dict()[name], a[name], rtol=0, atol=1e-5)
+    assert not torch.allclose(start[name], a[name], rtol=0, atol=1e-5)

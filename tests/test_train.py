@@ -12,6 +12,7 @@ import train
 from model_pytorch import DoubleHeadModel, load_params
 from openai_shards import published_shapes, write_shards
 from rocstories_sample import VAL_NAME, write_csvs, write_vocab
+from tiny_trainer import make_trainer, tiny_stories
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, '..', 'shared', 'data')
@@ -142,44 +143,23 @@ def test_cli_on_real_csvs(tmp_path):
     assert 'ROCStories Valid Accuracy:' in res.stdout and 'ROCStories Test Accuracy:' in res.stdout
 
 
-def make_trainer(reference, lm_coef=0.5, seed=0):
-    """A tiny model without dropout and a Trainer on it, the fast paths on or off."""
-    args = train.parse_args(['--n_batch', '4', '--update_batch', '8', '--device', 'cpu',
-                             '--lm_coef', str(lm_coef)] + (['--reference'] if reference else []))
-    cfg = train.Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0.0,
-                       attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
-    torch.manual_seed(seed)
-    model = DoubleHeadModel(cfg, 52, 'multiple_choice', vocab=53 + 40, n_ctx=40)
-    trainer = train.Trainer(args, train.Distributed('cpu'))
-    trainer.module = trainer.model = model
-    # plain SGD: parameters that differ only as their gradients do (Adam would blow up the
-    # rounding noise of gradients that are zero in exact arithmetic, as a bias shared by
-    # both choices has); OpenAIAdam has its own tests
-    trainer.opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    ce = torch.nn.CrossEntropyLoss(reduction='none')
-    trainer.compute_loss = train.MultipleChoiceLossCompute(ce, ce, lm_coef)
-    return trainer
-
-
 @pytest.mark.parametrize('lm_coef', [0.5, 0.0])
 def test_fast_paths_give_the_reference_losses_updates_and_logits(lm_coef):
     """Trimmed batches, packed real tokens and LM logits at counted positions only (none
     at all without the LM term), against the full padded batch through the plain model:
     the same loss, the same parameters after two updates, the same evaluation logits."""
-    rng = np.random.default_rng(0)
-    X1 = [list(rng.integers(0, 50, rng.integers(2, 9))) for _ in range(16)]
-    X2 = [list(rng.integers(0, 50, rng.integers(1, 6))) for _ in range(16)]
-    X3 = [list(rng.integers(0, 50, rng.integers(1, 6))) for _ in range(16)]
-    # n_ctx 40 leaves most columns padding, which the fast path trims away
-    X, M = train.transform_roc(X1, X2, X3, {'_start_': 50, '_delimiter_': 51}, 40, 18, 52, 53)
-    Y = rng.integers(0, 2, 16)
-    fast, ref = make_trainer(False, lm_coef), make_trainer(True, lm_coef)
+    X, M, Y = tiny_stories(16, n_ctx=40)  # most columns padding, which the fast path trims
+    # plain SGD: parameters that differ only as their gradients do (Adam would blow up the
+    # rounding noise of gradients that are zero in exact arithmetic, as a bias shared by
+    # both choices has); OpenAIAdam has its own tests
+    fast = make_trainer(40, reference=False, lm_coef=lm_coef)
+    ref = make_trainer(40, reference=True, lm_coef=lm_coef)
     assert fast.fast and not ref.fast
     assert fast.batch(X, M, Y, np.arange(8))[0].shape[2] < 40 == ref.batch(X, M, Y, np.arange(8))[0].shape[2]
     for rows in (np.arange(8), np.arange(8, 16)):
         loss_fast, loss_ref = fast.train_step(X, M, Y, rows), ref.train_step(X, M, Y, rows)
         torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-5, atol=0)
-    start = make_trainer(reference=True).module.state_dict()
+    start = make_trainer(40).module.state_dict()
     for name, p in ref.module.state_dict().items():
         torch.testing.assert_close(fast.module.state_dict()[name], p, rtol=1e-5, atol=1e-6, msg=name)
     for name in ('transformer.embed.weight', 'transformer.h.0.attn.c_attn.w'):
