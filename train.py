@@ -78,9 +78,12 @@ def parse_args(argv=None):
     p.add_argument('--b2', type=float, default=0.999)
     p.add_argument('--e', type=float, default=1e-8)
     p.add_argument('--n_valid', type=int, default=374)
+    p.add_argument('--n_gpu', type=int, default=None,
+                   help="OpenAI's: n_batch x n_gpu stories per update (its runs: 8 x 4); "
+                        'here it sets --update_batch, on however many devices are used')
     # this port's additions
-    p.add_argument('--update_batch', type=int, default=32,
-                   help='stories per optimizer update, over all devices (the paper: 32)')
+    p.add_argument('--update_batch', type=int, default=None,
+                   help='stories per optimizer update, over all devices (default 32, the paper\'s)')
     p.add_argument('--n_batch_eval', type=int, default=32, help='stories per evaluation pass')
     p.add_argument('--model_dir', type=str, default='model/', help="OpenAI's weight shards")
     p.add_argument('--download', action='store_true',
@@ -98,7 +101,16 @@ def parse_args(argv=None):
     p.add_argument('--resume', action='store_true', help='continue from the newest checkpoint')
     p.add_argument('--smoke', action='store_true',
                    help='run the whole pipeline on a tiny generated dataset and model')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.n_gpu is not None:
+        implied = args.n_batch * args.n_gpu
+        if args.update_batch not in (None, implied):
+            p.error(f'--update_batch {args.update_batch} contradicts --n_batch {args.n_batch} x '
+                    f'--n_gpu {args.n_gpu} = {implied}; give one or the other')
+        args.update_batch = implied
+    elif args.update_batch is None:
+        args.update_batch = 32
+    return args
 
 
 def transform_roc(X1, X2, X3, encoder, n_ctx, max_len, clf_token, n_vocab_special):

@@ -30,6 +30,16 @@ def test_transform_roc_hand_worked():
     assert (X[..., 1] == np.arange(53, 62)).all()
 
 
+def test_update_batch_from_openais_n_gpu_or_the_papers_32(capsys):
+    assert train.parse_args([]).update_batch == 32
+    assert train.parse_args(['--n_batch', '4']).update_batch == 32
+    assert train.parse_args(['--n_batch', '4', '--n_gpu', '2']).update_batch == 8
+    assert train.parse_args(['--update_batch', '16', '--n_batch', '8', '--n_gpu', '2']).update_batch == 16
+    with pytest.raises(SystemExit):
+        train.parse_args(['--update_batch', '32', '--n_batch', '8', '--n_gpu', '2'])
+    assert '--update_batch 32 contradicts --n_batch 8 x --n_gpu 2 = 16' in capsys.readouterr().err
+
+
 def test_n_ctx_as_openai_computes_it():
     splits = [([[1] * 10], [[1] * 3], [[1] * 5]), ([[1] * 4], [[1] * 9], [[1]])]
     assert train.rocstories_n_ctx(splits, 512) == (10 + 5 + 3, 254)
