@@ -30,6 +30,9 @@ from model_pytorch import (Config, DoubleHeadModel, Packing, atomic_save,
 from opt import OpenAIAdam
 from utils import ResultLogger, make_path
 
+# OpenAI logs at these updates of the first epoch, and at each epoch's end.
+OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
+
 # Settings that may change between a run and its resumption: where things go, not what
 # is computed.
 RESUMABLE_CHANGES = {'desc', 'log_dir', 'save_dir', 'data_dir', 'submission_dir', 'submit',
@@ -230,7 +233,8 @@ def settings(args, world):
 def check_settings(saved, current, path):
     diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if diff:
-        listed = ', '.join(f'{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}' for k in diff)
+        listed = ', '.join(f'{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}'
+                           for k in diff)
         raise SystemExit(f'{path} was written by a run with other settings ({listed}); '
                          'resume with the same settings or start afresh without --resume')
 
@@ -381,7 +385,8 @@ def main(argv=None):
     model = DoubleHeadModel(cfg, clf_token, 'multiple_choice', vocab=n_vocab + n_special + n_ctx,
                             n_ctx=n_ctx)
     load_openai_pretrained_model(model, n_ctx=n_ctx, n_special=n_special,
-                                 n_transfer=args.n_transfer, n_embd=args.n_embd, path=args.model_dir)
+                                 n_transfer=args.n_transfer, n_embd=args.n_embd,
+                                 path=args.model_dir)
     model.to(dd.device)
     # dropout masks differ per rank; data order and weights (numpy, model init) do not
     torch.manual_seed(args.seed + dd.rank)
@@ -486,7 +491,7 @@ def run(args, dd, trainer, meta, train, valid, test):
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss),
                                     progress['n_updates'], first_bad)
             seen += args.update_batch
-            due = progress['n_updates'] in (1000, 2000, 4000, 8000, 16000, 32000) and progress['n_epochs'] == 0
+            due = progress['n_epochs'] == 0 and progress['n_updates'] in OPENAI_LOG_UPDATES
             save_due = args.save_every and progress['n_updates'] % args.save_every == 0
             sync_point = progress['n_updates'] % 10 == 0 or due or save_due or b == n_batches - 1
             if sync_point:
