@@ -126,16 +126,10 @@ def build(args, dtype, path):
                               '--n_embd', str(args.n_embd), '--n_head', str(args.n_head)]
                              + (['--reference'] if path == 'reference' else []))
     torch.manual_seed(0)
-    cfg = train.Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn='gelu',
-                       embd_pdrop=0.1, attn_pdrop=0.1, resid_pdrop=0.1, clf_pdrop=0.1)
-    model = train.DoubleHeadModel(cfg, n_vocab + 2, 'multiple_choice',
+    model = train.DoubleHeadModel(train.model_config(targs), n_vocab + 2, 'multiple_choice',
                                   vocab=n_vocab + n_special + n_ctx, n_ctx=n_ctx).to(args.device)
-    trainer = train.Trainer(targs, train.Distributed(args.device))
-    trainer.module = trainer.model = model
-    trainer.opt = train.OpenAIAdam(model.parameters(), lr=6.25e-5, schedule='warmup_linear',
-                                   warmup=0.002, t_total=1000, l2=0.01, max_grad_norm=1)
-    ce = torch.nn.CrossEntropyLoss(reduction='none')
-    trainer.compute_loss = train.MultipleChoiceLossCompute(ce, ce, 0.5)
+    # the paper's optimizer settings (train.py's defaults), over a notional 1000 updates
+    trainer = train.Trainer(targs, train.Distributed(args.device), model, n_updates_total=1000)
     return source, trainer, X, M, Y
 
 

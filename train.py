@@ -254,8 +254,18 @@ def check_model_files(args):
             "scratch with --n_transfer -1.")
 
 
+def model_config(args):
+    return Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
+                  embd_pdrop=args.embd_pdrop, attn_pdrop=args.attn_pdrop,
+                  resid_pdrop=args.resid_pdrop, clf_pdrop=args.clf_pdrop)
+
+
 class Trainer:
-    def __init__(self, args, dd):
+    """The model on this rank (`module`), what runs it (`model`: DDP-wrapped under
+    torchrun, compiled with --compile), OpenAIAdam over n_updates_total updates and the
+    losses, all from args."""
+
+    def __init__(self, args, dd, model, n_updates_total):
         self.args, self.dd = args, dd
         self.device = torch.device(dd.device)
         self.fast = not args.reference
@@ -268,6 +278,17 @@ class Trainer:
             raise SystemExit(f'--update_batch {args.update_batch} must split into {dd.world} '
                              f'device(s) x --n_batch {args.n_batch} x a whole number of steps')
         self.per_device, self.accum = per_device, per_device // args.n_batch
+        self.module = model
+        self.model = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
+        if args.compile:
+            self.model = torch.compile(self.model, dynamic=True)
+        self.opt = OpenAIAdam(model.parameters(), lr=args.lr, schedule=args.lr_schedule,
+                              warmup=args.lr_warmup, t_total=n_updates_total, b1=args.b1,
+                              b2=args.b2, e=args.e, l2=args.l2, vector_l2=args.vector_l2,
+                              max_grad_norm=args.max_grad_norm)
+        self.compute_loss = MultipleChoiceLossCompute(nn.CrossEntropyLoss(reduction='none'),
+                                                      nn.CrossEntropyLoss(reduction='none'),
+                                                      args.lm_coef)
         self.stop_requested = False
 
     def autocast(self):
@@ -377,9 +398,7 @@ def main(argv=None):
     teX, teM = roc(teX1, teX2, teX3)
     trY, vaY = np.asarray(trY, dtype=np.int64), np.asarray(vaY, dtype=np.int64)
 
-    cfg = Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
-                 embd_pdrop=args.embd_pdrop, attn_pdrop=args.attn_pdrop,
-                 resid_pdrop=args.resid_pdrop, clf_pdrop=args.clf_pdrop)
+    cfg = model_config(args)
     meta = dict(cfg=dict(cfg), n_vocab=n_vocab, n_special=n_special, n_ctx=n_ctx,
                 clf_token=clf_token, task_head_type='multiple_choice')
     model = DoubleHeadModel(cfg, clf_token, 'multiple_choice', vocab=n_vocab + n_special + n_ctx,
@@ -391,20 +410,9 @@ def main(argv=None):
     # dropout masks differ per rank; data order and weights (numpy, model init) do not
     torch.manual_seed(args.seed + dd.rank)
 
-    trainer = Trainer(args, dd)
     n_train = len(trY)
     n_updates_total = (n_train // args.update_batch) * args.n_iter
-    trainer.module = model
-    trainer.model = (nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model)
-    if args.compile:
-        trainer.model = torch.compile(trainer.model, dynamic=True)
-    trainer.opt = OpenAIAdam(model.parameters(), lr=args.lr, schedule=args.lr_schedule,
-                             warmup=args.lr_warmup, t_total=n_updates_total, b1=args.b1,
-                             b2=args.b2, e=args.e, l2=args.l2, vector_l2=args.vector_l2,
-                             max_grad_norm=args.max_grad_norm)
-    trainer.compute_loss = MultipleChoiceLossCompute(nn.CrossEntropyLoss(reduction='none'),
-                                                     nn.CrossEntropyLoss(reduction='none'),
-                                                     args.lm_coef)
+    trainer = Trainer(args, dd, model, n_updates_total)
     if dd.main:
         print(f'{n_train} training stories, n_ctx {n_ctx}; effective batch {args.update_batch} = '
               f'{args.n_batch} per forward x {trainer.accum} accumulation step(s) x {dd.world} '

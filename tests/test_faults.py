@@ -135,10 +135,8 @@ import sys, numpy as np, torch
 sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']
 from tiny_trainer import make_trainer, tiny_stories
 
-trainer = make_trainer(12, update_batch=16, opt='adam')
+trainer = make_trainer(12, update_batch=16, opt='adam')  # DDP-wrapped under torchrun
 dd = trainer.dd
-if dd.world > 1:
-    trainer.model = torch.nn.parallel.DistributedDataParallel(trainer.module)
 X, M, Y = tiny_stories(16, n_ctx=12, seed=1)
 rows = np.arange(16)
 for _ in range(2):  # OpenAIAdam's first update has learning rate 0, as TF's

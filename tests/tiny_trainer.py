@@ -22,22 +22,19 @@ def tiny_stories(n, n_ctx, seed=0):
 
 
 def make_trainer(n_ctx, update_batch=8, reference=False, lm_coef=0.5, opt='sgd', seed=0):
-    """A Trainer on a 2-layer, 16-wide model (4 stories per forward pass), with plain SGD
-    or OpenAIAdam. The model is not wrapped for DDP: callers under torchrun do that."""
+    """A Trainer on a 2-layer, 16-wide model without dropout (4 stories per forward pass),
+    with plain SGD or OpenAIAdam (learning rate 1e-3 after its first update)."""
     args = train.parse_args(['--n_batch', '4', '--update_batch', str(update_batch),
-                             '--device', 'cpu', '--lm_coef', str(lm_coef)]
+                             '--device', 'cpu', '--lm_coef', str(lm_coef),
+                             '--n_embd', '16', '--n_head', '2', '--n_layer', '2',
+                             '--embd_pdrop', '0', '--attn_pdrop', '0', '--resid_pdrop', '0',
+                             '--clf_pdrop', '0', '--lr', '1e-3', '--lr_schedule',
+                             'warmup_constant', '--lr_warmup', '0.001']
                             + (['--reference'] if reference else []))
-    cfg = train.Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0.0,
-                       attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
     torch.manual_seed(seed)
-    model = train.DoubleHeadModel(cfg, CLF, 'multiple_choice', vocab=CLF + 1 + n_ctx, n_ctx=n_ctx)
-    trainer = train.Trainer(args, train.Distributed('cpu'))
-    trainer.module = trainer.model = model
+    model = train.DoubleHeadModel(train.model_config(args), CLF, 'multiple_choice',
+                                  vocab=CLF + 1 + n_ctx, n_ctx=n_ctx)
+    trainer = train.Trainer(args, train.Distributed('cpu'), model, n_updates_total=10)
     if opt == 'sgd':
         trainer.opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    else:
-        trainer.opt = train.OpenAIAdam(model.parameters(), lr=1e-3, schedule='warmup_constant',
-                                       warmup=0.001, t_total=10, l2=0.01, max_grad_norm=1)
-    ce = torch.nn.CrossEntropyLoss(reduction='none')
-    trainer.compute_loss = train.MultipleChoiceLossCompute(ce, ce, lm_coef)
     return trainer
