@@ -8,6 +8,7 @@ Checkpoints are written atomically and `--resume` continues a run bit for bit.
 """
 import argparse
 import contextlib
+import csv
 import glob
 import json
 import os
@@ -23,6 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
+from datasets import TEST_NAME, VAL_NAME, encoded_rocstories
 from download import SHARDS, DownloadError, download_openai_model, missing_files
 from loss import MultipleChoiceLossCompute
 from model_pytorch import (Config, DoubleHeadModel, Packing, atomic_save,
@@ -379,7 +381,6 @@ def main(argv=None):
             raise SystemExit(f'--download failed: {err}')
     check_model_files(args)
 
-    from datasets import encoded_rocstories
     splits = encoded_rocstories(args.data_dir, args.encoder_path, args.bpe_path,
                                 cache_dir=args.cache_dir, n_valid=args.n_valid, verbose=dd.main)
     (trX1, trX2, trX3, trY), (vaX1, vaX2, vaX3, vaY), (teX1, teX2, teX3) = splits
@@ -559,44 +560,55 @@ def write_submission(submission_dir, filename, predictions):
 
 SMOKE_NAMES = ['anna', 'ben', 'cleo', 'dan', 'eve', 'finn', 'gus', 'hana', 'ivan', 'jo']
 SMOKE_PLACES = ['park', 'beach', 'store', 'lake', 'zoo', 'farm']
+CSV_HEADER = ['InputStoryid', 'InputSentence1', 'InputSentence2', 'InputSentence3',
+              'InputSentence4', 'RandomFifthSentenceQuiz1', 'RandomFifthSentenceQuiz2',
+              'AnswerRightEnding']
 
 
-def write_smoke_data(folder, rng):
-    """A tiny Story Cloze in the real CSV format, with a learnable rule (the right ending
-    names the story's hero), and a character-level BPE vocabulary."""
-    header = ('InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,'
-              'RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n')
-    for split, n in (('val', 300), ('test', 100)):
-        rows = []
-        for i in range(n):
-            hero, other = rng.choice(SMOKE_NAMES, 2, replace=False)
-            place = rng.choice(SMOKE_PLACES)
-            story = [f'{hero} went to the {place}.', f'{hero} met a friend.',
-                     'they talked for a while.', 'it got late.']
-            right, wrong = f'{hero} went home happy.', f'{other} went home happy.'
-            label = int(rng.integers(1, 3))
-            endings = [right, wrong] if label == 1 else [wrong, right]
-            rows.append(','.join([f'{split}{i}', *story, *endings, str(label)]) + '\n')
-        name = f'cloze_test_{split}__spring2016 - cloze_test_ALL_{split}.csv'
-        with open(os.path.join(folder, name), 'w') as f:
-            f.write(header)
-            f.writelines(rows)
-    chars = sorted(set('abcdefghijklmnopqrstuvwxyz.,'))
-    encoder = {c: i for i, c in enumerate(chars)}
-    encoder.update({c + '</w>': len(chars) + i for i, c in enumerate(chars)})
-    with open(os.path.join(folder, 'encoder.json'), 'w') as f:
-        json.dump(encoder, f)
-    with open(os.path.join(folder, 'vocab.bpe'), 'w') as f:
-        f.write('#version: 0.2\n')
+def write_story_cloze(folder, n_val, n_test, rng):
+    """A tiny Story Cloze Test in the real CSV files, with a learnable rule: the right
+    ending names the story's hero."""
+    os.makedirs(folder, exist_ok=True)
+    for name, split, n in ((VAL_NAME, 'val', n_val), (TEST_NAME, 'test', n_test)):
+        with open(os.path.join(folder, name), 'w', newline='') as f:
+            rows = csv.writer(f)
+            rows.writerow(CSV_HEADER)
+            for i in range(n):
+                hero, other = rng.choice(SMOKE_NAMES, 2, replace=False)
+                place = rng.choice(SMOKE_PLACES)
+                story = [f'{hero} went to the {place}.', f'{hero} met a friend.',
+                         'they talked for a while.', 'it got late.']
+                right, wrong = f'{hero} went home happy.', f'{other} went home happy.'
+                label = int(rng.integers(1, 3))
+                endings = [right, wrong] if label == 1 else [wrong, right]
+                rows.writerow([f'{split}{i}', *story, *endings, label])
+    return folder
+
+
+def write_char_vocab(folder, n_vocab=None):
+    """A character-level BPE vocabulary in OpenAI's two files: each letter and '.' ','
+    alone or ending a word, and the merges t+h, th+e</w>; padded with unused entries to
+    n_vocab if given. Returns (encoder_path, bpe_path, vocabulary size)."""
+    chars = sorted('abcdefghijklmnopqrstuvwxyz.,')
+    pieces = chars + [c + '</w>' for c in chars] + ['th', 'the</w>']
+    pieces += [f'unused{i}' for i in range((n_vocab or 0) - len(pieces))]
+    os.makedirs(folder, exist_ok=True)
+    encoder_path = os.path.join(folder, 'encoder.json')
+    bpe_path = os.path.join(folder, 'vocab.bpe')
+    with open(encoder_path, 'w') as f:
+        json.dump({p: i for i, p in enumerate(pieces)}, f)
+    with open(bpe_path, 'w') as f:
+        f.write('#version: 0.2\nt h\nth e</w>\n')
+    return encoder_path, bpe_path, len(pieces)
 
 
 def smoke_args(args):
     folder = tempfile.mkdtemp(prefix='gpt1-smoke-')
-    write_smoke_data(folder, np.random.default_rng(args.seed))
+    write_story_cloze(folder, 300, 100, np.random.default_rng(args.seed))
+    encoder_path, bpe_path, _ = write_char_vocab(folder)
     print(f'smoke run: tiny data, model and outputs in {folder}')
-    smoke = dict(data_dir=folder, encoder_path=os.path.join(folder, 'encoder.json'),
-                 bpe_path=os.path.join(folder, 'vocab.bpe'), n_transfer=-1, n_embd=64,
-                 n_head=4, n_layer=2, n_iter=4, n_batch=8, update_batch=16, n_valid=60,
+    smoke = dict(data_dir=folder, encoder_path=encoder_path, bpe_path=bpe_path, n_transfer=-1,
+                 n_embd=64, n_head=4, n_layer=2, n_iter=4, n_batch=8, update_batch=16, n_valid=60,
                  lr=1e-3, lr_warmup=0.05, submit=True, analysis=True, desc='smoke',
                  log_dir=os.path.join(folder, 'log'), save_dir=os.path.join(folder, 'save'),
                  submission_dir=os.path.join(folder, 'submission'),

@@ -7,19 +7,20 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
 import model_pytorch
-from rocstories_sample import write_csvs, write_vocab
+import train
 from test_train import REPO, TINY, read_log, run_cli
 from tiny_trainer import make_trainer
 
 
 @pytest.fixture
 def setup(tmp_path):
-    data = write_csvs(str(tmp_path / 'data'), n_val=72, n_test=8)
-    encoder_path, bpe_path, _ = write_vocab(str(tmp_path / 'vocab'))
+    data = train.write_story_cloze(str(tmp_path / 'data'), 72, 8, np.random.default_rng(0))
+    encoder_path, bpe_path, _ = train.write_char_vocab(str(tmp_path / 'vocab'))
     common = ['--data_dir', data, '--encoder_path', encoder_path, '--bpe_path', bpe_path,
               '--cache_dir', str(tmp_path / 'cache'), '--n_valid', '8', '--device', 'cpu',
               '--n_transfer', '-1'] + TINY

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import train
+from datasets import VAL_NAME
 from model_pytorch import DoubleHeadModel, load_params
 from openai_shards import published_shapes, write_shards
-from rocstories_sample import VAL_NAME, write_csvs, write_vocab
 from tiny_trainer import make_trainer, tiny_stories
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,8 +51,8 @@ def test_n_ctx_as_openai_computes_it():
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    data = write_csvs(str(tmp_path / 'data'), n_val=40, n_test=12)
-    encoder_path, bpe_path, n_vocab = write_vocab(str(tmp_path / 'vocab'))
+    data = train.write_story_cloze(str(tmp_path / 'data'), 40, 12, np.random.default_rng(0))
+    encoder_path, bpe_path, n_vocab = train.write_char_vocab(str(tmp_path / 'vocab'))
     base = ['--data_dir', data, '--encoder_path', encoder_path, '--bpe_path', bpe_path,
             '--log_dir', str(tmp_path / 'log'), '--save_dir', str(tmp_path / 'save'),
             '--submission_dir', str(tmp_path / 'sub'), '--cache_dir', str(tmp_path / 'cache'),
@@ -102,7 +102,7 @@ def test_cli_loads_synthetic_openai_shards(tiny_run):
     """A run through the weight loader: the tiny vocabulary padded to the shards' token
     rows, one block transferred."""
     tmp, base = tiny_run
-    encoder_path, bpe_path, n_vocab = write_vocab(str(tmp / 'vocab'), n_vocab=100)
+    encoder_path, bpe_path, n_vocab = train.write_char_vocab(str(tmp / 'vocab'), n_vocab=100)
     arrays = write_shards(tmp / 'model', published_shapes(n_layer=2, n_embd=16, n_vocab=100, n_ctx=128))
     args = base + ['--desc', 'shards', '--n_transfer', '1', '--model_dir', str(tmp / 'model'),
                    '--encoder_path', encoder_path, '--n_iter', '1', '--submit', '--lr', '0']
