@@ -171,6 +171,12 @@ class Distributed:
         if self.world > 1:
             dist.broadcast(tensor, src=0)
 
+    def close(self):
+        # Without this a rank can abort at exit ("terminate called without an active
+        # exception"), and torchrun reports the finished job as failed.
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
     def any(self, flag):
         """True on every rank when flag is True on any: ranks stop at the same update."""
         if self.world == 1:
@@ -368,6 +374,13 @@ def main(argv=None):
     if args.smoke:
         args = smoke_args(args)
     dd = Distributed(args.device)
+    try:
+        return train(args, dd)
+    finally:
+        dd.close()
+
+
+def train(args, dd):
     if dd.main:
         print(args)
     random.seed(args.seed)

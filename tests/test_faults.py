@@ -144,6 +144,7 @@ for _ in range(2):  # OpenAIAdam's first update has learning rate 0, as TF's
     trainer.train_step(X, M, Y, rows[dd.rank * trainer.per_device:(dd.rank + 1) * trainer.per_device])
 if dd.main:
     torch.save(trainer.module.state_dict(), sys.argv[2])
+dd.close()
 '''
 
 
