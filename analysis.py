@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from datasets import rocstories_test_labels
+from utils import atomic_write
 
 
 def read_predictions(pred_path):
@@ -77,15 +78,9 @@ def plot_learning_curves(log_path, png_path=None):
         ax.legend()
     fig.suptitle(os.path.basename(log_path))
     fig.tight_layout()
-    _atomic_savefig(fig, png_path)
+    with atomic_write(png_path) as f:
+        fig.savefig(f, format='png')
     return png_path
-
-
-def _atomic_savefig(fig, path):
-    """A crash mid-write leaves any older PNG at path intact."""
-    tmp = f'{path}.tmp'
-    fig.savefig(tmp, format='png')
-    os.replace(tmp, path)
 
 
 def main(argv=None):

@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import http.client
 import json
-import math
 import os
 import re
 import socket
@@ -21,13 +20,14 @@ import sys
 import urllib.error
 import urllib.request
 
-import numpy as np
 from tqdm import tqdm
+
+from model_pytorch import SHARD_NAMES, check_shard_total, shard_length
+from utils import commit_file
 
 DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
 REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
-SHARDS = [f'params_{i}.npy' for i in range(10)]
-FILES = ['encoder_bpe_40000.json', 'vocab_40000.bpe', 'params_shapes.json'] + SHARDS
+FILES = ['encoder_bpe_40000.json', 'vocab_40000.bpe', 'params_shapes.json'] + SHARD_NAMES
 # Git blob SHA-1s of the files in OpenAI's repository (what `git ls-tree` shows), so the
 # published files can be checked without shipping a separate checksum list.
 GIT_BLOB_SHA1 = {
@@ -72,23 +72,6 @@ def git_blob_sha1(path):
         for chunk in iter(lambda: f.read(CHUNK), b''):
             sha.update(chunk)
     return sha.hexdigest()
-
-
-def _check_shard(path):
-    """Number of float32 values in a shard; the file must hold exactly what its header
-    promises (a truncated transfer or trailing bytes fail)."""
-    try:
-        arr = np.load(path, mmap_mode='r', allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f'{path} is not a valid .npy file ({err})') from None
-    if arr.dtype != np.float32 or arr.ndim != 1:
-        raise ValueError(f"{path} holds {arr.dtype} of shape {arr.shape}; OpenAI's shards "
-                         'hold one-dimensional float32 arrays')
-    expected = arr.offset + arr.nbytes
-    if os.path.getsize(path) != expected:
-        raise ValueError(f'{path} has {os.path.getsize(path)} bytes, its .npy header '
-                         f'promises {expected}')
-    return arr.shape[0]
 
 
 def _load_json(path):
@@ -137,23 +120,16 @@ def check_file(path, name, check_hashes=False):
         if digest != GIT_BLOB_SHA1[name]:
             raise ValueError(f"{path} differs from OpenAI's {name}: git blob SHA-1 {digest}, "
                              f'expected {GIT_BLOB_SHA1[name]}')
-    if name in SHARDS:
-        return _check_shard(path)
+    if name in SHARD_NAMES:
+        return shard_length(path)
     {'params_shapes.json': _check_shapes, 'encoder_bpe_40000.json': _check_encoder,
      'vocab_40000.bpe': _check_bpe}[name](path)
     return None
 
 
 def _check_total(model_dir, lengths):
-    """The shards are one flat array cut in 10 pieces: together they must hold exactly
-    the values that params_shapes.json lays out."""
     with open(os.path.join(model_dir, 'params_shapes.json'), encoding='utf-8') as f:
-        need = sum(math.prod(shape) for shape in json.load(f))
-    total = sum(lengths.values())
-    if total != need:
-        counts = ', '.join(f'{name}: {n}' for name, n in lengths.items())
-        raise ValueError(f'the shards in {model_dir} hold {total} float32 values ({counts}), '
-                         f'but the shapes in params_shapes.json need {need}')
+        check_shard_total(model_dir, json.load(f), lengths)
 
 
 def verify_model_dir(model_dir='model/', check_hashes=False):
@@ -166,18 +142,7 @@ def verify_model_dir(model_dir='model/', check_hashes=False):
                                 f'`python download.py --model_dir {model_dir}`')
     lengths = {name: check_file(os.path.join(model_dir, name), name, check_hashes)
                for name in FILES}
-    _check_total(model_dir, {name: lengths[name] for name in SHARDS})
-
-
-def _fsync_dir(folder):
-    """Makes a rename durable; directories cannot be opened for this on Windows."""
-    if not hasattr(os, 'O_DIRECTORY'):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _check_total(model_dir, {name: lengths[name] for name in SHARD_NAMES})
 
 
 def _content_range(value):
@@ -295,8 +260,7 @@ def _download_file(base_url, model_dir, name, check_hashes, retries, verbose):
         raise ValueError(f'downloaded {url} but it is not valid, so it was deleted: {err}. '
                          'Run again to download it afresh; if that fails too, the source is '
                          f"not OpenAI's model/ folder ({REPO_URL})") from None
-    os.replace(part, path)
-    _fsync_dir(model_dir)
+    commit_file(part, path)  # _copy flushed it to disk
     return result
 
 
@@ -329,7 +293,7 @@ def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True
         elif verbose:
             print(f'{path} is already complete')
         lengths[name] = result
-    _check_total(model_dir, {name: lengths[name] for name in SHARDS})
+    _check_total(model_dir, {name: lengths[name] for name in SHARD_NAMES})
     return [os.path.join(model_dir, name) for name in FILES]
 
 

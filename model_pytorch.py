@@ -16,7 +16,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils import atomic_write
+
 OPENAI_MODEL_URL = 'https://github.com/openai/finetune-transformer-lm/tree/master/model'
+# OpenAI's weights: one flat float32 array cut into these files, laid out by
+# params_shapes.json.
+SHARD_NAMES = [f'params_{i}.npy' for i in range(10)]
 
 
 def gelu(x):
@@ -373,9 +378,10 @@ def _missing(what, path):
         "folder here, and pass its location as path.")
 
 
-def _shard_length(path):
-    """Number of float32 values in one shard, read from its header; checks that the
-    file holds all of them."""
+def shard_length(path):
+    """Number of float32 values in one of OpenAI's shards, read from its header; raises
+    ValueError unless the file holds exactly what its header promises (a truncated
+    transfer or trailing bytes fail)."""
     try:
         with open(path, 'rb') as f:
             version = np.lib.format.read_magic(f)
@@ -393,6 +399,17 @@ def _shard_length(path):
         raise ValueError(f'{path} is truncated or corrupt: {os.path.getsize(path)} bytes, '
                          f'its header promises {expected}; download it again')
     return shape[0]
+
+
+def check_shard_total(folder, shapes, lengths):
+    """The shards are one flat array cut in pieces: together (lengths: shard name -> values)
+    they must hold exactly the values that the shapes of params_shapes.json lay out."""
+    need, total = sum(math.prod(s) for s in shapes), sum(lengths.values())
+    if total != need:
+        counts = ', '.join(f'{name}: {n}' for name, n in lengths.items())
+        raise ValueError(f'the shards in {folder} hold {total} float32 values ({counts}), but '
+                         f'params_shapes.json lays out {need}: a shard is missing data or '
+                         'from another release')
 
 
 class _FlatReader:
@@ -446,15 +463,11 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
     if not 0 < n_ctx <= n_pretrained:
         raise ValueError(f'n_ctx={n_ctx}: the pretrained model has {n_pretrained} positions, '
                          f'so n_ctx must be between 1 and {n_pretrained} (or -1 for all)')
-    shard_paths = [os.path.join(path, f'params_{i}.npy') for i in range(10)]
+    shard_paths = [os.path.join(path, name) for name in SHARD_NAMES]
     for p in shard_paths:
         if not os.path.isfile(p):
             raise _missing(os.path.basename(p), p)
-    total = sum(_shard_length(p) for p in shard_paths)
-    if total != sum(math.prod(s) for s in shapes):
-        raise ValueError(f'the shards in {path} hold {total} values but params_shapes.json '
-                         f'describes {sum(math.prod(s) for s in shapes)}: a shard is missing '
-                         'data or from another release')
+    check_shard_total(path, shapes, {os.path.basename(p): shard_length(p) for p in shard_paths})
 
     we = transformer.embed.weight
     n_vocab = shapes[1][0]
@@ -488,20 +501,11 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
             reader.read_into(params[name].data)
 
 
-def atomic_save(obj, path):
-    """torch.save through a temporary file and a rename: a crash mid-write leaves any
-    older file at path intact."""
-    tmp = f'{path}.tmp'
-    torch.save(obj, tmp)
-    with open(tmp, 'rb') as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_params(path, model, **meta):
     """Writes the model's parameters and the settings that rebuild it (meta: plain
     numbers, strings, lists and dicts of them), atomically."""
-    atomic_save({'meta': meta, 'model': model.state_dict()}, path)
+    with atomic_write(path) as f:
+        torch.save({'meta': meta, 'model': model.state_dict()}, f)
 
 
 def load_params(path, map_location='cpu'):

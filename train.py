@@ -25,12 +25,12 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from datasets import TEST_NAME, VAL_NAME, encoded_rocstories
-from download import SHARDS, DownloadError, download_openai_model, missing_files
+from download import DownloadError, download_openai_model, missing_files
 from loss import MultipleChoiceLossCompute
-from model_pytorch import (Config, DoubleHeadModel, Packing, atomic_save,
+from model_pytorch import (SHARD_NAMES, Config, DoubleHeadModel, Packing,
                            load_openai_pretrained_model, load_params, save_params)
 from opt import OpenAIAdam
-from utils import ResultLogger, make_path
+from utils import ResultLogger, atomic_write
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
 OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
@@ -218,7 +218,8 @@ class Checkpoints:
     def save(self, state, n_updates):
         os.makedirs(self.dir, exist_ok=True)
         path = os.path.join(self.dir, f'update_{n_updates:08d}.pt')
-        atomic_save(state, path)
+        with atomic_write(path) as f:
+            torch.save(state, f)
         for old in self.paths()[:-self.keep]:
             os.remove(old)
         return path
@@ -253,7 +254,7 @@ def check_model_files(args):
     missing = [p for p in (args.encoder_path, args.bpe_path) if not os.path.isfile(p)]
     if args.n_transfer != -1:
         missing += [os.path.join(args.model_dir, f) for f in missing_files(args.model_dir)
-                    if f in SHARDS or f == 'params_shapes.json']
+                    if f in SHARD_NAMES or f == 'params_shapes.json']
     if missing:
         raise SystemExit(
             f"missing: {', '.join(missing)}. These are OpenAI's pretrained model files, the "
@@ -485,7 +486,7 @@ def run(args, dd, trainer, meta, train, valid, test):
                                                 tr[1], va[1], tr[2], va[2]))
         if args.submit and va[2] > progress['best_score']:
             progress['best_score'] = va[2]
-            save_params(make_path(best_path), trainer.module, **meta)
+            save_params(best_path, trainer.module, **meta)
 
     def on_signal(signum, frame):
         trainer.stop_requested = True
@@ -493,7 +494,7 @@ def run(args, dd, trainer, meta, train, valid, test):
         signal.signal(sig, on_signal)
 
     if args.submit and dd.main and not args.resume:
-        save_params(make_path(best_path), trainer.module, **meta)
+        save_params(best_path, trainer.module, **meta)
     n_batches = len(trY) // args.update_batch
     first_bad = torch.full((), -1, device=trainer.device)
     while progress['n_epochs'] < args.n_iter:
@@ -563,11 +564,10 @@ def check_finite(first_bad, ckpts):
 
 
 def write_submission(submission_dir, filename, predictions):
-    path = make_path(os.path.join(submission_dir, filename))
-    with open(f'{path}.tmp', 'w') as f:
+    path = os.path.join(submission_dir, filename)
+    with atomic_write(path, 'w') as f:
         f.write('index\tprediction\n')
         f.writelines(f'{i}\t{p}\n' for i, p in enumerate(predictions))
-    os.replace(f'{path}.tmp', path)
     return path
 
 

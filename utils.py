@@ -1,5 +1,7 @@
-"""Helpers from OpenAI's finetune-transformer-lm utils.py that do not need TensorFlow, and a
-verified on-disk cache for encoded datasets."""
+"""Helpers from OpenAI's finetune-transformer-lm utils.py that do not need TensorFlow, the
+one way this project writes a file (atomic_write), and a verified on-disk cache for
+encoded datasets. Needs only numpy, so that model_pytorch can use it."""
+import contextlib
 import hashlib
 import itertools
 import json
@@ -10,7 +12,6 @@ import time
 import warnings
 
 import numpy as np
-from tqdm import tqdm
 
 
 def encode_dataset(*splits, encoder, verbose=True):
@@ -55,6 +56,51 @@ def make_path(f):
     return f
 
 
+def fsync_dir(folder):
+    """Makes a rename inside folder durable; Windows cannot open folders for this."""
+    if not hasattr(os, 'O_DIRECTORY'):
+        return
+    fd = os.open(folder or '.', os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp, path):
+    """Puts a complete, flushed file in place under its final name, durably."""
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode='wb', **open_kwargs):
+    """A file object for writing path. What is written lands under a unique temporary
+    name beside path, reaches the disk, and only then takes path's name: a crash or an
+    error mid-write leaves any older file at path intact and removes the temporary, and
+    writers running at once never share a temporary file."""
+    make_path(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
+                               prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from others
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        commit_file(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def flatten(outer):
     return [el for inner in outer for el in inner]
 
@@ -67,6 +113,7 @@ def iter_data(*datas, n_batch=128, truncate=False, verbose=False, max_batches=fl
         n = (n // n_batch) * n_batch
     n = int(min(n, max_batches * n_batch))
     starts = range(0, n, n_batch)
+    from tqdm import tqdm  # here, so that model_pytorch's use of utils needs only numpy
     for i in tqdm(starts, total=len(starts), file=sys.stderr, ncols=80, leave=False,
                   disable=not verbose):
         if len(datas) == 1:
@@ -171,21 +218,13 @@ def as_bytes(text):
 
 
 def save_entry(path, key, data):
-    """Written under a temporary name and renamed, so a reader never sees half a file."""
+    """Written atomically: several ranks may write the same entry at once."""
     arrays = {}
     layout = pack(data, arrays)
     arrays['layout'] = as_bytes(json.dumps(layout))
     meta = {'key': as_bytes(key), 'digest': as_bytes(digest(arrays))}
-    folder = os.path.dirname(path) or '.'
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays, **meta)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays, **meta)
 
 
 def load_entry(path, key):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import model_pytorch
 import train
+import utils
 from test_train import REPO, TINY, read_log, run_cli
 from tiny_trainer import make_trainer
 
@@ -107,16 +107,18 @@ def test_non_finite_loss_stops_with_the_update_named(setup):
 def test_crash_mid_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
     path = str(tmp_path / 'ckpt.pt')
-    model_pytorch.atomic_save({'w': model.weight.detach().clone()}, path)
+    with utils.atomic_write(path) as f:
+        torch.save({'w': model.weight.detach().clone()}, f)
 
     def crash(obj, f):
-        with open(f, 'wb') as fh:
-            fh.write(b'half a checkpoint')
+        f.write(b'half a checkpoint')
         raise OSError('disk full')
     monkeypatch.setattr(torch, 'save', crash)
     with pytest.raises(OSError):
-        model_pytorch.atomic_save({'w': torch.zeros(2, 3)}, path)
+        with utils.atomic_write(path) as f:
+            torch.save({'w': torch.zeros(2, 3)}, f)
     assert torch.equal(torch.load(path, weights_only=True)['w'], model.weight)
+    assert os.listdir(tmp_path) == ['ckpt.pt']
 
 
 def test_bf16_autocast_stays_close_to_float32(setup):
