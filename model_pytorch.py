@@ -442,9 +442,14 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
     first n_ctx positions] (n_ctx=-1: all 512; n_special=-1: none). The first n_transfer
     blocks are loaded (at most as many as the model has); n_transfer=-1 loads nothing at
     all, not even the embedding, as in OpenAI's train.py.
+
+    The special rows come from numpy's global generator, as in OpenAI's train.py, which
+    draws them even when it transfers nothing: so does this function, so that the
+    training order that follows from a seed is OpenAI's for every n_transfer.
     """
     transformer = getattr(model, 'transformer', model)
     if n_transfer == -1:
+        np.random.randn(max(n_special, 0), transformer.embed.weight.size(1))
         return
     if n_embd != transformer.embed.weight.size(1):
         raise ValueError(f'n_embd={n_embd} but the model is {transformer.embed.weight.size(1)} wide')

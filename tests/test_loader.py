@@ -80,6 +80,21 @@ def test_n_transfer_minus_one_loads_nothing(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+@pytest.mark.parametrize('n_transfer', [-1, 2])
+def test_special_rows_consume_numpys_generator_as_openai_does(tiny_shards, n_transfer):
+    """OpenAI's train.py draws randn(n_special, n_embd) from numpy's global generator
+    before its first shuffle, whatever n_transfer is: the shuffles that follow depend on it."""
+    path, _ = tiny_shards
+    model = tiny_model(n_special=3, n_ctx=5)
+    np.random.seed(42)
+    load_openai_pretrained_model(model, n_ctx=5, n_special=3, n_transfer=n_transfer,
+                                 n_embd=16, path=path)
+    after_load = np.random.permutation(100)
+    np.random.seed(42)
+    np.random.randn(3, 16)
+    np.testing.assert_array_equal(after_load, np.random.permutation(100))
+
+
 def test_loads_through_double_head_model(tiny_shards):
     path, arrays = tiny_shards
     model = DoubleHeadModel(TINY, 31, 'multiple_choice', vocab=TINY_VOCAB + 3 + 9, n_ctx=9)
