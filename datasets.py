@@ -158,6 +158,7 @@ class Glue(NamedTuple):
 
 
 def glue_files(folder, *splits):
+    """GLUE's usual file names, folder/<split>.tsv."""
     return {split: f'{folder}/{split}.tsv' for split in splits}
 
 
@@ -255,7 +256,7 @@ def load_glue(task, data_dir, splits):
 def snli(data_dir, splits=None):
     """SNLI: (sentence 1, sentence 2) of train, dev and test, whose labels are public.
     Pairs whose gold_label is '-' (the annotators reached no majority) are left out, as
-    in SNLI's own results, and their number is printed."""
+    SNLI's README asks for classification, and their number is printed."""
     paths = {split: find(data_dir, 'snli_1.0', f'snli_1.0_{split}.jsonl', SNLI_SOURCE)
              for split in requested('snli', ('train', 'dev', 'test'), splits)}
     return {split: read_snli(path) for split, path in paths.items()}
@@ -463,7 +464,7 @@ def class_id(names):
     ids = {name: i for i, name in enumerate(names)}
 
     def parse(value):
-        if value not in ids:
+        if not isinstance(value, str) or value not in ids:  # JSON may hold any type
             raise ValueError(f'expected a label in {names}, found {value!r}')
         return ids[value]
     return parse

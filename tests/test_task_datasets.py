@@ -617,6 +617,7 @@ def test_malformed_scitail_and_user_csv_rows(tmp_path):
     (race_file(['A'], options=[['a', 'b', 'c']]),
      ", question 1: expected a list of 4 options, found ['a', 'b', 'c']"),
     (race_file(['A', 'E']), ", question 2: expected a label in ['A', 'B', 'C', 'D'], found 'E'"),
+    (race_file(['A', 1]), ", question 2: expected a label in ['A', 'B', 'C', 'D'], found 1"),
     (race_file(['A'], article=''), ", question 1: expected text in 'article', found ''"),
     ('[]', ': expected a JSON object with the lists answers, options and questions'),
 ])
