@@ -1,5 +1,8 @@
 """Scores a ROCStories run as OpenAI's analysis.py does, and draws its learning curves.
 
+Also the paper's metrics for its other tasks, in percent: accuracy, Matthews correlation
+(CoLA), F1 (MRPC, QQP), Pearson and Spearman correlation (STS-B).
+
     python analysis.py --data_dir data/ --pred_path submission/ROCStories.tsv --log_path log/rocstories.jsonl
 """
 import argparse
@@ -44,7 +47,7 @@ def rocstories(data_dir, pred_path, log_path):
     if len(preds) != len(labels):
         raise ValueError(f'{pred_path} has {len(preds)} predictions but the test set in '
                          f'{data_dir} has {len(labels)} stories')
-    test_accuracy = float(np.mean(preds == labels) * 100.)
+    test_accuracy = accuracy(preds, labels)
     evaluations = read_evaluations(log_path)
     # argmax keeps the first of equal scores, as training saves only on improvement
     best = evaluations[int(np.argmax([e['va_acc'] for e in evaluations]))]
@@ -53,6 +56,78 @@ def rocstories(data_dir, pred_path, log_path):
     print('ROCStories Test Accuracy:  %.2f' % test_accuracy)
     print(f'Learning curves: {plot_learning_curves(log_path)}')
     return valid_accuracy, test_accuracy
+
+
+def accuracy(preds, labels):
+    """Percent of predictions equal to their labels."""
+    preds, labels = _paired(preds, labels)
+    return float(np.mean(preds == labels) * 100.)
+
+
+def matthews_corrcoef(preds, labels):
+    """Matthews correlation x 100 of 0/1 predictions, as GLUE reports CoLA's; 0 where it is
+    undefined (all predictions or all labels of one class), as sklearn gives it."""
+    tp, fp, fn, tn = _confusion(preds, labels)
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return float((tp * tn - fp * fn) / denominator * 100.) if denominator else 0.
+
+
+def f1(preds, labels):
+    """F1 x 100 of 0/1 predictions, class 1 positive; 0 where neither predictions nor labels
+    hold a 1, as sklearn gives it."""
+    tp, fp, fn, _ = _confusion(preds, labels)
+    return float(200. * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.
+
+
+def pearson(x, y):
+    """Pearson correlation x 100; nan where it is undefined (x or y constant), as
+    scipy.stats.pearsonr gives it."""
+    x, y = _paired(x, y, dtype=np.float64)
+    # Tested on the values, not on the deviations, which rounding may leave non-zero.
+    if (x == x[0]).all() or (y == y[0]).all():
+        return float('nan')
+    dx, dy = x - x.mean(), y - y.mean()
+    r = np.dot(dx, dy) / np.sqrt(np.dot(dx, dx) * np.dot(dy, dy))
+    return float(np.clip(r, -1., 1.) * 100.)
+
+
+def spearman(x, y):
+    """Spearman rank correlation x 100, tied values sharing their average rank; nan where
+    it is undefined, as scipy.stats.spearmanr gives it."""
+    x, y = _paired(x, y, dtype=np.float64)
+    return pearson(_average_ranks(x), _average_ranks(y))
+
+
+def _paired(a, b, dtype=None):
+    a, b = np.asarray(a, dtype=dtype), np.asarray(b, dtype=dtype)
+    if a.ndim != 1 or a.shape != b.shape or not len(a):
+        raise ValueError(f'expected two non-empty sequences of one length, found shapes '
+                         f'{a.shape} and {b.shape}')
+    return a, b
+
+
+def _confusion(preds, labels):
+    """(true positives, false positives, false negatives, true negatives) as floats, whose
+    products do not overflow as int64 could on large sets."""
+    preds, labels = _paired(preds, labels)
+    for name, values in (('predictions', preds), ('labels', labels)):
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(f'expected binary {name} (0 or 1), found {np.unique(values)}')
+    pos, true = preds == 1, labels == 1
+    return tuple(float(np.sum(a & b)) for a, b in
+                 ((pos, true), (pos, ~true), (~pos, true), (~pos, ~true)))
+
+
+def _average_ranks(x):
+    """1-based ranks of x, each run of equal values given the mean of its ranks."""
+    order = np.argsort(x, kind='stable')
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    run_of = np.repeat(np.arange(len(starts)), ends - starts)
+    ranks = np.empty(len(x))
+    ranks[order] = ((starts + 1 + ends) / 2.)[run_of]
+    return ranks
 
 
 def plot_learning_curves(log_path, png_path=None):
