@@ -4,13 +4,15 @@ GLUE task (cola, sst2, mrpc, qqp, stsb, mnli with GLUE's diagnostic set, qnli, r
 snli, scitail and race, each reading the files as their authors ship them and returning
 {split name: Split}; and user_csv for a user's own CSV or TSV."""
 import csv
+import hashlib
 import json
 import os
 from typing import NamedTuple
 
 import numpy as np
 
-from utils import cached, encode_dataset, file_digest
+from utils import cached, file_digest
+
 
 seed = 3535999445
 VAL_NAME = 'cloze_test_val__spring2016 - cloze_test_ALL_val.csv'
@@ -22,7 +24,7 @@ SOURCE = ('The Story Cloze Test CSVs of ROCStories come from '
 # AnswerRightEnding (1 or 2).
 N_UNLABELLED, N_LABELLED = 7, 8
 # Changing how splits are read or encoded must change this, so old caches go stale.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def csv_path(data_dir, name):
@@ -93,22 +95,41 @@ def rocstories_test_labels(data_dir):
     return None if labels is None else np.asarray(labels, dtype=np.int32)
 
 
-def encoded_rocstories(data_dir, encoder_path, bpe_path, cache_dir='cache/', n_valid=374,
-                       verbose=True):
-    """encode_dataset(rocstories(data_dir, n_valid=n_valid), encoder=TextEncoder(...)),
-    read from cache_dir when both CSVs, the vocabulary and n_valid are unchanged."""
-    paths = [csv_path(data_dir, VAL_NAME), csv_path(data_dir, TEST_NAME), encoder_path,
-             bpe_path]
-    key_parts = [f'rocstories v{CACHE_VERSION} n_valid={n_valid}']
-    key_parts += [file_digest(path) for path in paths]
+def rocstories_splits(data_dir, n_valid=374):
+    """rocstories() as {'train', 'dev', 'test'} splits of (story, ending 1, ending 2),
+    labels 0 where ending 1 is right; the test labels where the test CSV has them."""
+    train, dev, (teX1, teX2, teX3) = rocstories(data_dir, n_valid=n_valid)
+    return {'train': Split(train[:3], train[3], None), 'dev': Split(dev[:3], dev[3], None),
+            'test': Split((teX1, teX2, teX3), rocstories_test_labels(data_dir), None)}
+
+
+def texts_digest(splits):
+    """sha256 of every text of every split, in order: the cache key of their encoding."""
+    h = hashlib.sha256()
+    for name, split in splits.items():
+        h.update(f'{name} {len(split.fields)}\0'.encode())
+        for field in split.fields:
+            h.update(f'{len(field)}\0'.encode())
+            for text in field:
+                h.update(text.encode())
+                h.update(b'\0')
+    return h.hexdigest()
+
+
+def encoded(name, splits, encoder_path, bpe_path, cache_dir='cache/', verbose=True):
+    """splits ({split name: Split}) with every text field as its BPE ids (utils.Ragged),
+    read from cache_dir when the same texts were encoded with the same vocabulary."""
+    key_parts = [f'{name} v{CACHE_VERSION}', texts_digest(splits), file_digest(encoder_path),
+                 file_digest(bpe_path)]
 
     def build():
         from text_utils import TextEncoder  # loads spaCy: only when encoding is needed
         encoder = TextEncoder(encoder_path, bpe_path)
-        splits = rocstories(data_dir, n_valid=n_valid)
-        return encode_dataset(splits, encoder=encoder, verbose=verbose)
+        return [[encoder.encode(field, verbose=verbose) for field in split.fields]
+                for split in splits.values()]
 
-    return cached('rocstories', key_parts, build, cache_dir, verbose=verbose)
+    fields = cached(name, key_parts, build, cache_dir, verbose=verbose)
+    return {k: split._replace(fields=tuple(f)) for (k, split), f in zip(splits.items(), fields)}
 
 
 class Split(NamedTuple):

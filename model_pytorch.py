@@ -212,6 +212,18 @@ class TransformerModel(nn.Module):
         return h if packing is None else packing.unpack(h)
 
 
+def lm_target_rows(mask, n=None):
+    """The row layout of LM logits computed only where the loss counts, shared by LMHead
+    and loss.lm_losses: flat indices into the grid (N, seq - 1) of positions 0..seq-2 of
+    every sequence (each predicting the token after it), keeping those whose target has
+    mask 1, in row-major order. mask is (..., seq); n, their number when the caller knows
+    it, spares a device-to-host sync."""
+    keep = (mask.reshape(-1, mask.size(-1))[:, 1:] != 0).reshape(-1)
+    if n is None:
+        return keep.nonzero().squeeze(1)
+    return torch.nonzero_static(keep, size=n).squeeze(1)
+
+
 class LMHead(nn.Module):
     """Language model head, its decoder tied to the embedding matrix."""
 
@@ -222,21 +234,19 @@ class LMHead(nn.Module):
         self.decoder.weight = model.embed.weight
         self.trunc_and_reshape = trunc_and_reshape
 
-    def forward(self, h, we=None, mask=None):
+    def forward(self, h, we=None, mask=None, n_targets=None):
         """Logits from hidden states h (N, seq, n_embd), with the (dropped) embedding
         matrix we when given.
 
         trunc_and_reshape: the logits at positions 0..seq-2, which predict tokens 1..seq-1,
-        as rows of shape (N * (seq - 1), vocab). With mask (N, seq), only the rows whose
-        target has mask 1, in row-major order: padding costs no work.
+        as rows of shape (N * (seq - 1), vocab); with mask (N, seq), only the rows of
+        lm_target_rows(mask, n_targets): padding costs no work.
         """
         we = self.decoder.weight if we is None else we
         if self.trunc_and_reshape:
-            h = h[:, :-1]
-            if mask is None:
-                h = h.reshape(-1, self.n_embd)
-            else:
-                h = h[mask.reshape(h.size(0), -1)[:, 1:] != 0]
+            h = h[:, :-1].reshape(-1, self.n_embd)
+            if mask is not None:
+                h = h[lm_target_rows(mask, n_targets)]
         return F.linear(h, we)
 
 
@@ -288,20 +298,22 @@ class ClfHead(nn.Module):
 
 
 class SimilarityHead(nn.Module):
-    """One score per pair, as in the paper: x is (batch, 2, seq, 2), the two orderings of
-    the pair, whose representations are added before the linear layer."""
+    """The paper's similarity head: x is (batch, 2, seq, 2), the two orderings of each
+    pair, whose representations are added before the linear layer. n_class outputs per
+    pair: 1, a score (regression, as STS-B), or class logits (as MRPC and QQP)."""
 
-    def __init__(self, clf_token, cfg):
+    def __init__(self, clf_token, cfg, n_class=1):
         super().__init__()
         self.n_embd = cfg.n_embd
         self.clf_token = clf_token
         self.dropout = nn.Dropout(cfg.clf_pdrop)
-        self.linear = nn.Linear(cfg.n_embd, 1)
+        self.linear = nn.Linear(cfg.n_embd, n_class)
         init_head(self.linear)
 
     def forward(self, h, x):
         sim_h = pool_clf_h(h, x, self.clf_token).view(-1, x.size(1), self.n_embd).sum(1)
-        return self.linear(self.dropout(sim_h)).squeeze(-1)
+        logits = self.linear(self.dropout(sim_h))
+        return logits.squeeze(-1) if logits.size(-1) == 1 else logits
 
 
 class LMModel(nn.Module):
@@ -334,11 +346,15 @@ def make_task_head(clf_token, cfg, task_head_type):
         return SimilarityHead(clf_token, cfg)
     if task_head_type == 'inference':
         return ClfHead(clf_token, cfg, 3)  # entailment, contradiction, neutral
-    if (isinstance(task_head_type, (tuple, list)) and len(task_head_type) == 2
-            and task_head_type[0] == 'classification'):
-        return ClfHead(clf_token, cfg, task_head_type[1])
-    raise ValueError("task_head_type must be 'multiple_choice', 'similarity', 'inference' "
-                     f"or ('classification', n_class), got {task_head_type!r}")
+    if isinstance(task_head_type, (tuple, list)) and len(task_head_type) == 2:
+        kind, n_class = task_head_type
+        if kind == 'classification':
+            return ClfHead(clf_token, cfg, n_class)
+        if kind == 'similarity':
+            return SimilarityHead(clf_token, cfg, n_class)
+    raise ValueError("task_head_type must be 'multiple_choice', 'similarity', 'inference', "
+                     f"('classification', n_class) or ('similarity', n_class), got "
+                     f"{task_head_type!r}")
 
 
 class DoubleHeadModel(nn.Module):
@@ -352,14 +368,21 @@ class DoubleHeadModel(nn.Module):
         self.task_head = make_task_head(clf_token, cfg, task_head_type)
 
     def forward(self, x, mask=None, n_real=None, lm=True):
-        """With mask (..., seq), 1 at real tokens and padding only at the end of each
-        sequence, padding is skipped (see Packing): the same results, less work, and
-        LM logits only at the positions whose loss counts. lm=False skips the LM head
-        (lm_logits None), for a loss without the LM term."""
+        """x (..., seq, 2). With mask (..., seq), 1 at real tokens, which come first in
+        each sequence (at least its start token), padding is skipped (see Packing): the
+        same results for less work, and LM logits only at the rows lm_target_rows(mask)
+        whose loss counts. n_real, the mask's sum when the caller knows it, spares
+        device-to-host syncs. lm=False skips the LM head (lm_logits None), for a loss
+        without the LM term or for classifying."""
         we = self.transformer.dropped_embedding()
         packing = None if mask is None else Packing(mask.reshape(-1, mask.size(-1)), n_real)
         h = self.transformer(x, we, packing)
-        return (self.lm_head(h, we, mask) if lm else None), self.task_head(h, x)
+        lm_logits = None
+        if lm:
+            # every sequence's real tokens but its first are targets
+            n_targets = None if n_real is None else n_real - h.size(0)
+            lm_logits = self.lm_head(h, we, mask, n_targets)
+        return lm_logits, self.task_head(h, x)
 
 
 def block_param_names(n_layer):

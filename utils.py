@@ -160,11 +160,48 @@ def file_digest(path):
     return h.hexdigest()
 
 
+class Ragged:
+    """A sequence of int sequences (the encoded texts of a split) held as one flat int32
+    array and offsets: MNLI's 393k pairs take about 60 MB this way, several GB as lists
+    of Python ints. Item i is a read-only int32 array."""
+
+    def __init__(self, values, offsets):
+        self.values, self.offsets = values, offsets
+
+    @classmethod
+    def from_lists(cls, lists):
+        values = np.fromiter(itertools.chain.from_iterable(lists), np.int32)
+        return cls(values, np.cumsum([0] + [len(x) for x in lists], dtype=np.int64))
+
+    def __len__(self):
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f'index {i} out of range for {len(self)} sequences')
+        i %= len(self)
+        return self.values[self.offsets[i]:self.offsets[i + 1]]
+
+    def lengths(self):
+        return np.diff(self.offsets)
+
+    def tolist(self):
+        values, offsets = self.values.tolist(), self.offsets.tolist()
+        return [values[a:b] for a, b in zip(offsets, offsets[1:])]
+
+    def __eq__(self, other):
+        other = other.tolist() if isinstance(other, Ragged) else other
+        return self.tolist() == other
+
+    __hash__ = None
+
+
 def cached(name, key_parts, build, cache_dir, verbose=True):
     """build(), or what an earlier build() with the same key_parts (strings) stored in
-    cache_dir. build() returns nested lists of leaves: numeric numpy arrays, or lists
-    of int lists (such as encoded texts, which come back as lists of int lists). An entry
-    that cannot be read, or whose key or checksum is wrong, is rebuilt with a warning."""
+    cache_dir. build() returns nested lists of leaves: numeric numpy arrays, or Ragged or
+    lists of int lists (such as encoded texts), which come back as Ragged on a cache hit
+    and a miss alike. An entry that cannot be read, or whose key or checksum is wrong, is
+    rebuilt with a warning."""
     key = hashlib.sha256(json.dumps(list(key_parts)).encode()).hexdigest()
     path = os.path.join(cache_dir, f'{name}-{key[:16]}.npz')
     if os.path.exists(path):
@@ -172,11 +209,12 @@ def cached(name, key_parts, build, cache_dir, verbose=True):
             return load_entry(path, key)
         except Exception as err:  # whatever is wrong with the file, it is not trusted
             warnings.warn(f'cache entry {path} not used ({err}); rebuilding it')
-    data = build()
-    save_entry(path, key, data)
+    arrays = {}
+    layout = pack(build(), arrays)
+    save_entry(path, key, layout, arrays)
     if verbose:
         print(f'{name}: cached in {path}')
-    return data
+    return unpack(layout, arrays)
 
 
 def pack(node, arrays, prefix='a'):
@@ -185,13 +223,15 @@ def pack(node, arrays, prefix='a'):
     if isinstance(node, np.ndarray) and not node.dtype.hasobject:
         arrays[prefix] = node
         return 'array'
-    if not isinstance(node, (list, tuple)):
+    if not isinstance(node, (list, tuple, Ragged)):
         raise TypeError(f'cannot cache a {type(node).__name__}: expected nested lists of '
                         'numeric numpy arrays and lists of int lists')
-    if all(isinstance(x, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in x)
-           for x in node):
-        arrays[prefix + 'v'] = np.fromiter(itertools.chain.from_iterable(node), np.int32)
-        arrays[prefix + 'o'] = np.cumsum([0] + [len(x) for x in node], dtype=np.int64)
+    if not isinstance(node, Ragged) and all(
+            isinstance(x, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in x)
+            for x in node):
+        node = Ragged.from_lists(node)
+    if isinstance(node, Ragged):
+        arrays[prefix + 'v'], arrays[prefix + 'o'] = node.values, node.offsets
         return 'ragged'
     return [pack(child, arrays, f'{prefix}_{i}') for i, child in enumerate(node)]
 
@@ -200,8 +240,7 @@ def unpack(layout, arrays, prefix='a'):
     if layout == 'array':
         return arrays[prefix]
     if layout == 'ragged':
-        values, offsets = arrays[prefix + 'v'].tolist(), arrays[prefix + 'o'].tolist()
-        return [values[a:b] for a, b in zip(offsets, offsets[1:])]
+        return Ragged(arrays[prefix + 'v'], arrays[prefix + 'o'])
     return [unpack(child, arrays, f'{prefix}_{i}') for i, child in enumerate(layout)]
 
 
@@ -217,11 +256,9 @@ def as_bytes(text):
     return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
-def save_entry(path, key, data):
+def save_entry(path, key, layout, arrays):
     """Written atomically: several ranks may write the same entry at once."""
-    arrays = {}
-    layout = pack(data, arrays)
-    arrays['layout'] = as_bytes(json.dumps(layout))
+    arrays = dict(arrays, layout=as_bytes(json.dumps(layout)))
     meta = {'key': as_bytes(key), 'digest': as_bytes(digest(arrays))}
     with atomic_write(path) as f:
         np.savez(f, **arrays, **meta)

@@ -124,10 +124,10 @@ def test_gathered_lm_logits_give_the_same_losses_and_gradients():
     Y, clf_logits = torch.tensor([2, 0]), torch.randn(2, 3)
     compute = MultipleChoiceLossCompute(*criteria(), lm_coef=0.5)
     _, want = compute(X, Y, M, clf_logits, full, only_return_losses=True)
-    _, got = compute(X, Y, M, clf_logits, gathered, only_return_losses=True)
+    _, got = compute(X, Y, M, clf_logits, gathered, only_return_losses=True, lm_rows='targets')
     torch.testing.assert_close(got, want)
     compute(X, Y, M, clf_logits, full).backward()
-    compute(X, Y, M, clf_logits, gathered).backward()
+    compute(X, Y, M, clf_logits, gathered, lm_rows='targets').backward()
     torch.testing.assert_close(gathered.grad, full.grad[keep])
 
 
@@ -203,16 +203,20 @@ def test_bad_shapes():
     X, M, lm_logits = random_batch((2, 3, 5), seed=8, lengths=[[5, 5, 2], [3, 4, 5]])
     Y, clf = torch.tensor([0, 2]), torch.randn(2, 3)
     mc = MultipleChoiceLossCompute(*criteria(), lm_coef=0.5)
-    for args, message in [
-        ((X[0], Y, M, clf), r'X: expected shape \(batch, n_choices, seq, 2\), found \(3, 5, 2\)'),
-        ((X, Y, M[..., :4], clf), r'M: expected shape \(2, 3, 5\), found \(2, 3, 4\)'),
-        ((X, Y, M, clf[:, :2]), r'clf_logits: expected shape \(2, 3\), found \(2, 2\)'),
-        ((X, Y[:1], M, clf), r'Y: expected shape \(2,\), found \(1,\)'),
-        ((X, Y, M, clf, lm_logits[:-1]), r'lm_logits: expected 24 rows .* or 18 .*found 23'),
-        ((X, Y, M, clf, torch.cat([lm_logits, lm_logits])), r'at most 24 rows.*found 48'),
+    targets = {'lm_rows': 'targets'}
+    for args, kwargs, message in [
+        ((X[0], Y, M, clf), {}, r'X: expected shape \(batch, n_choices, seq, 2\), found \(3, 5, 2\)'),
+        ((X, Y, M[..., :4], clf), {}, r'M: expected shape \(2, 3, 5\), found \(2, 3, 4\)'),
+        ((X, Y, M, clf[:, :2]), {}, r'clf_logits: expected shape \(2, 3\), found \(2, 2\)'),
+        ((X, Y[:1], M, clf), {}, r'Y: expected shape \(2,\), found \(1,\)'),
+        ((X, Y, M, clf, lm_logits[:-1]), {}, r'lm_logits: expected 24 rows, one per target position, found 23'),
+        ((X, Y, M, clf, lm_logits[:18]), {}, r'expected 24 rows.*found 18'),
+        ((X, Y, M, clf, lm_logits[:17]), targets, r'expected 18 rows, one per target whose mask is nonzero, found 17'),
+        ((X, Y, M, clf, lm_logits), targets, r'expected 18 rows.*found 24'),
+        ((X, Y, M, clf, lm_logits), {'lm_rows': 'gathered'}, r"lm_rows must be 'all' or 'targets'"),
     ]:
         with pytest.raises(ValueError, match=message):
-            mc(*args)
+            mc(*args, **kwargs)
     cl = ClassificationLossCompute(*criteria(), lm_coef=0.5)
     with pytest.raises(ValueError, match=r'X: expected shape \(batch, seq, 2\)'):
         cl(X, Y, M, clf)

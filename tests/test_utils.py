@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from utils import (ResultLogger, cached, encode_dataset, flatten, iter_data, make_path,
+from utils import (Ragged, ResultLogger, cached, encode_dataset, flatten, iter_data, make_path,
                    np_softmax, stsb_label_encoding)
 
 
@@ -128,6 +128,8 @@ def assert_same(a, b):
         assert type(b) is int and a == b
     elif isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.tolist() == b.tolist()
+    elif isinstance(b, Ragged):  # a list of int lists comes back so
+        assert b.tolist() == [list(x) for x in a] and b.values.dtype == np.int32
     else:
         assert type(b) is list and len(a) == len(b)
         for x, y in zip(a, b):
@@ -161,3 +163,14 @@ def test_cached_refuses_what_it_cannot_store(tmp_path):
     with pytest.raises(TypeError, match='cannot cache a ndarray'):
         cached('t', ['k'], build_counting([], [np.array([{}])]), str(tmp_path), verbose=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_ragged_holds_sequences_as_one_flat_array():
+    lists = [[5, 6, 7], [], [8], [9, 10]]
+    r = Ragged.from_lists(lists)
+    assert len(r) == 4 and r.values.tolist() == [5, 6, 7, 8, 9, 10]
+    assert r.offsets.tolist() == [0, 3, 3, 4, 6] and r.lengths().tolist() == [3, 0, 1, 2]
+    assert [r[i].tolist() for i in range(4)] == lists and r[-1].tolist() == [9, 10]
+    assert r == lists and r == Ragged.from_lists(lists) and r != lists[:3]
+    with pytest.raises(IndexError, match='index 4 out of range for 4 sequences'):
+        r[4]
