@@ -1,9 +1,10 @@
-"""Scores a ROCStories run as OpenAI's analysis.py does, and draws its learning curves.
+"""Scores a ROCStories run as OpenAI's analysis.py does, and draws its learning curves;
+report() prints the same lines for every task of the paper.
 
-Also the paper's metrics for its other tasks, in percent: accuracy, Matthews correlation
+Also the paper's metrics for its tasks, in percent: accuracy, Matthews correlation
 (CoLA), F1 (MRPC, QQP), Pearson and Spearman correlation (STS-B).
 
-    python analysis.py --data_dir data/ --pred_path submission/ROCStories.tsv --log_path log/rocstories.jsonl
+    python analysis.py --data_dir data/ --pred_path submission/rocstories/ROCStories.tsv --log_path log/rocstories.jsonl
 """
 import argparse
 import csv
@@ -16,25 +17,32 @@ from datasets import rocstories_test_labels
 from utils import atomic_write
 
 
-def read_predictions(pred_path):
-    """The prediction column of a submission TSV (`index<TAB>prediction`)."""
+def read_predictions(pred_path, labels=('0', '1')):
+    """The prediction column of a submission TSV (`index<TAB>prediction`) as class ids,
+    each prediction one of labels (class id i written as labels[i])."""
     with open(pred_path, newline='') as f:
-        rows = list(csv.DictReader(f, delimiter='\t'))
-    if rows and 'prediction' not in rows[0]:
-        raise ValueError(f'{pred_path} has no prediction column; expected the header '
-                         'index<TAB>prediction')
-    return np.array([int(row['prediction']) for row in rows])
+        rows = csv.DictReader(f, delimiter='\t')
+        if rows.fieldnames is None or 'prediction' not in rows.fieldnames:
+            raise ValueError(f'{pred_path}, line 1: expected the header index<TAB>prediction')
+        ids = {label: i for i, label in enumerate(labels)}
+        preds = []
+        for row in rows:
+            if row['prediction'] not in ids:
+                raise ValueError(f'{pred_path}, line {rows.line_num}: expected a prediction in '
+                                 f'{list(labels)}, found {row["prediction"]!r}')
+            preds.append(ids[row['prediction']])
+    return np.array(preds)
 
 
-def read_evaluations(log_path):
-    """The evaluation lines of a run's JSON-lines log; its first line holds the run's
-    arguments, not results."""
+def read_evaluations(log_path, metric='acc'):
+    """The evaluation lines of a run's JSON-lines log (those with va_<metric>); its first
+    line holds the run's arguments, not results."""
     with open(log_path) as f:
         records = [json.loads(line) for line in f if line.strip()]
-    evaluations = [r for r in records[1:] if 'va_acc' in r]
+    evaluations = [r for r in records[1:] if f'va_{metric}' in r]
     if not evaluations:
-        raise ValueError(f'{log_path} has no evaluation lines (n_updates, va_acc, ...): the run '
-                         'stopped before its first evaluation, or this is not a training log')
+        raise ValueError(f'{log_path} has no evaluation lines (n_updates, va_{metric}, ...): the '
+                         'run stopped before its first evaluation, or this is not a training log')
     return evaluations
 
 
@@ -44,18 +52,33 @@ def rocstories(data_dir, pred_path, log_path):
     whose parameters are the ones saved at that evaluation."""
     preds = read_predictions(pred_path)
     labels = rocstories_test_labels(data_dir)
+    if labels is None:
+        raise ValueError(f'the test CSV in {data_dir} has no AnswerRightEnding column to score '
+                         'predictions against')
     if len(preds) != len(labels):
         raise ValueError(f'{pred_path} has {len(preds)} predictions but the test set in '
                          f'{data_dir} has {len(labels)} stories')
     test_accuracy = accuracy(preds, labels)
-    evaluations = read_evaluations(log_path)
-    # argmax keeps the first of equal scores, as training saves only on improvement
-    best = evaluations[int(np.argmax([e['va_acc'] for e in evaluations]))]
-    valid_accuracy = best['va_acc']
-    print('ROCStories Valid Accuracy: %.2f' % valid_accuracy)
-    print('ROCStories Test Accuracy:  %.2f' % test_accuracy)
-    print(f'Learning curves: {plot_learning_curves(log_path)}')
-    return valid_accuracy, test_accuracy
+    best = report('ROCStories', [('acc', 'Accuracy')], log_path, {'acc': test_accuracy})
+    return best['va_acc'], test_accuracy
+
+
+def report(name, metrics, log_path, test_scores=None, png_path=None):
+    """Prints '<name> Valid <Metric>: xx.xx' for each (key, Metric) of metrics at the best
+    evaluation of the log (by the first metric), then '<name> Test <Metric>:  xx.xx' for
+    each test score given, and draws the learning curves; returns the best evaluation."""
+    evaluations = read_evaluations(log_path, metrics[0][0])
+    # argmax keeps the first of equal scores, as training saves only on improvement; a
+    # nan (an undefined correlation) never counts as the best
+    firsts = np.array([e[f'va_{metrics[0][0]}'] for e in evaluations], dtype=float)
+    best = evaluations[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]
+    for key, label in metrics:
+        print(f'{name} Valid {label}: {best[f"va_{key}"]:.2f}')
+    for key, label in metrics:
+        if key in (test_scores or {}):
+            print(f'{name} Test {label}:  {test_scores[key]:.2f}')
+    print(f'Learning curves: {plot_learning_curves(log_path, png_path, metrics[0])}')
+    return best
 
 
 def accuracy(preds, labels):
@@ -130,23 +153,23 @@ def _average_ranks(x):
     return ranks
 
 
-def plot_learning_curves(log_path, png_path=None):
-    """Draws accuracy and cost on the training sample and the validation set against
-    updates; writes the PNG beside the log (log/foo.jsonl -> log/foo.png) unless png_path
-    says otherwise, and returns its path."""
+def plot_learning_curves(log_path, png_path=None, metric=('acc', 'Accuracy')):
+    """Draws the metric (key, name) and the cost on the training sample and the
+    validation set against updates; writes the PNG beside the log (log/foo.jsonl ->
+    log/foo.png) unless png_path says otherwise, and returns its path."""
     # Imported here so that scoring needs no matplotlib; the Agg canvas draws without a
     # display and leaves pyplot's global backend alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    evaluations = read_evaluations(log_path)
+    evaluations = read_evaluations(log_path, metric[0])
     png_path = png_path or os.path.splitext(log_path)[0] + '.png'
     updates = [e['n_updates'] for e in evaluations]
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
-    for ax, metric, label in zip(fig.subplots(1, 2), ('acc', 'cost'), ('accuracy (%)', 'cost')):
+    for ax, key, label in zip(fig.subplots(1, 2), (metric[0], 'cost'), (f'{metric[1]} (%)', 'cost')):
         for split, name in (('tr', 'train'), ('va', 'valid')):
-            ax.plot(updates, [e[f'{split}_{metric}'] for e in evaluations], marker='o', label=name)
+            ax.plot(updates, [e[f'{split}_{key}'] for e in evaluations], marker='o', label=name)
         ax.set_xlabel('updates')
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -162,7 +185,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--data_dir', default='data/',
                    help='folder holding the Story Cloze test CSV')
-    p.add_argument('--pred_path', default='submission/ROCStories.tsv',
+    p.add_argument('--pred_path', default='submission/rocstories/ROCStories.tsv',
                    help='test predictions written by train.py --submit')
     p.add_argument('--log_path', default='log/rocstories.jsonl', help="the run's log")
     args = p.parse_args(argv)

@@ -12,11 +12,10 @@ device's measured matmul peak, and peak memory; the ratio is against the referen
 (padding kept, LM head everywhere) in float32, measured in the same run.
 
 --text times the text pipeline instead, on every ROCStories field (stories and both
-endings of the two CSVs): our TextEncoder against a baseline on the same input in the same
-run, cold (built fresh, as in a first training run) and warm (a second pass), and a cache
-hit of datasets.encoded_rocstories. The baseline is OpenAI's own text_utils.py from the
-checkout given by --openai_dir (its spacy.load('en') given spaCy's blank English pipeline,
-the tokenizer OpenAI used), else the plain reference encoder of tests/test_text_utils.py.
+endings of the two CSVs): our TextEncoder, cold (built fresh, as in a first training run)
+and warm (a second pass), and a cache hit of datasets.encoded; with --openai_dir, against
+OpenAI's own text_utils.py from that checkout on the same input in the same run (its
+spacy.load('en') given spaCy's blank English pipeline, the tokenizer OpenAI used).
 """
 import argparse
 import importlib.util
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 
 import datasets
+import tasks
 import train
+from utils import Ragged
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = [('fp32', 'reference'), ('fp32', 'fast'), ('bf16', 'reference'), ('bf16', 'fast')]
@@ -95,42 +96,43 @@ def sync(device):
 
 
 def story_lengths(args, rng):
-    """Token counts (story + ending, without the 3 special tokens) of ROCStories when the
+    """Token counts (story, ending 1, ending 2) of ROCStories' training stories when the
     CSVs and vocabulary are at hand; else a spread like theirs."""
     try:
-        from datasets import encoded_rocstories
-        (tr1, tr2, tr3, _), _, _ = encoded_rocstories(args.data_dir, args.encoder_path,
-                                                      args.bpe_path, verbose=False)
-        return 'ROCStories', [(len(a), len(b), len(c)) for a, b, c in zip(tr1, tr2, tr3)]
-    except (FileNotFoundError, OSError, SystemExit):
+        splits = datasets.encoded('rocstories', datasets.rocstories_splits(args.data_dir),
+                                  args.encoder_path, args.bpe_path, verbose=False)
+        return 'ROCStories', list(zip(*(f.lengths() for f in splits['train'].fields)))
+    except (FileNotFoundError, OSError, ValueError):
         stories = rng.integers(32, 62, size=1000)
         return 'synthetic', [(int(s), int(rng.integers(5, 20)), int(rng.integers(5, 20)))
                              for s in stories]
 
 
 def build(args, dtype, path):
-    """A Trainer, as train.py builds it, on random data with real lengths."""
+    """A Trainer, as train.py builds it, on random stories with real lengths."""
     rng = np.random.default_rng(0)
     source, lengths = story_lengths(args, rng)
     n_vocab, n_special = 40478, 3
-    encoder = {'_start_': n_vocab, '_delimiter_': n_vocab + 1, '_classify_': n_vocab + 2}
     rows = [lengths[i] for i in rng.permutation(len(lengths))[:8 * args.n_batch]]
-    X1, X2, X3 = ([list(rng.integers(0, n_vocab, n)) for n in col] for col in zip(*rows))
-    n_ctx, max_len = train.rocstories_n_ctx([(X1, X2, X3)], 512)
-    n_ctx = max(n_ctx, max(a + max(b, c) for a, b, c in lengths) + 3)
-    X, M = train.transform_roc(X1, X2, X3, encoder, n_ctx, max_len, n_vocab + 2, n_vocab + n_special)
-    Y = rng.integers(0, 2, len(X1))
+    fields = tuple(Ragged.from_lists([list(rng.integers(0, n_vocab, n)) for n in col])
+                   for col in zip(*rows))
+    split = datasets.Split(fields, rng.integers(0, 2, len(rows)), None)
+    task = tasks.TASKS['rocstories']
+    specials = tasks.Specials.after(n_vocab)
+    inputs = tasks.Inputs(task, specials, n_vocab + n_special, 512)
+    n_ctx = max(a + max(b, c) for a, b, c in lengths) + 3
     targs = train.parse_args(['--n_batch', str(args.n_batch), '--update_batch', str(args.n_batch),
                               '--amp', 'bf16' if dtype == 'bf16' else 'none',
                               '--device', args.device, '--n_layer', str(args.n_layer),
                               '--n_embd', str(args.n_embd), '--n_head', str(args.n_head)]
                              + (['--reference'] if path == 'reference' else []))
     torch.manual_seed(0)
-    model = train.DoubleHeadModel(train.model_config(targs), n_vocab + 2, 'multiple_choice',
+    model = train.DoubleHeadModel(train.model_config(targs), specials.classify, task.head,
                                   vocab=n_vocab + n_special + n_ctx, n_ctx=n_ctx).to(args.device)
     # the paper's optimizer settings (train.py's defaults), over a notional 1000 updates
-    trainer = train.Trainer(targs, train.Distributed(args.device), model, n_updates_total=1000)
-    return source, trainer, X, M, Y
+    trainer = train.Trainer(targs, train.Distributed(args.device), model, task, inputs,
+                            n_updates_total=1000)
+    return source, trainer, split
 
 
 def useful_gflop(M, n_layer, n_embd, vocab):
@@ -152,25 +154,26 @@ def peak_memory(device):
 
 def run_one(args, dtype, path):
     torch.backends.cuda.matmul.allow_tf32 = False
-    source, trainer, X, M, Y = build(args, dtype, path)
+    source, trainer, split = build(args, dtype, path)
     vocab = trainer.module.transformer.embed.weight.size(0)
+    n = len(split.labels)
     times, evals = [], []
     for step in range(args.steps + 1):
-        idx = np.arange(step * args.n_batch, (step + 1) * args.n_batch) % len(X)
+        idx = np.arange(step * args.n_batch, (step + 1) * args.n_batch) % n
         sync(args.device)
         t = time.perf_counter()
-        loss = trainer.train_step(X, M, Y, idx)
+        loss = trainer.update(split, idx, step + 1)
         loss.item()
         sync(args.device)
         t_update = time.perf_counter() - t
         t = time.perf_counter()
-        trainer.logits(X[idx], M[idx])
+        trainer.logits(split, idx)
         t_eval = time.perf_counter() - t
         if step:  # the first is a warm-up
             times.append(t_update)
             evals.append(t_eval)
-    idx = np.arange(args.n_batch * (args.steps + 1)) % len(X)
-    body, lm = useful_gflop(M[idx], args.n_layer, args.n_embd, vocab)
+    idx = np.arange(args.n_batch * (args.steps + 1)) % n
+    body, lm = useful_gflop(trainer.inputs(split, idx)[1], args.n_layer, args.n_embd, vocab)
     per_update = 3 * (body + lm) / (args.steps + 1)  # backward costs twice the forward
     t, te = float(np.median(times)), float(np.median(evals))
     return dict(dtype=dtype, path=path, source=source, update_s=t, eval_s=te,
@@ -205,11 +208,6 @@ def openai_encoder_class(openai_dir):
     return make
 
 
-def plain_encoder_class():
-    module = load_module('plain_reference', os.path.join(REPO, 'tests', 'test_text_utils.py'))
-    return module.RefEncoder
-
-
 def rocstories_fields(data_dir):
     fields = []
     for name in (datasets.VAL_NAME, datasets.TEST_NAME):
@@ -230,30 +228,29 @@ def time_encoder(make, paths, fields):
 
 
 def bench_encoding(data_dir, encoder_path, bpe_path, openai_dir=None, rounds=2):
-    """Best-of-rounds cold and warm seconds of the baseline and of ours, alternating so
-    that both see the same machine load, and whether their ids agree."""
+    """Best-of-rounds cold and warm seconds of ours and, with openai_dir, of OpenAI's
+    encoder, alternating so that both see the same machine load; and whether their ids
+    agree."""
     from text_utils import TextEncoder
     fields = rocstories_fields(data_dir)
-    paths = (encoder_path, bpe_path)
+    encoders = {'ours': TextEncoder}
     if openai_dir:
-        baseline, name = openai_encoder_class(openai_dir), 'OpenAI text_utils.py'
-    else:
-        baseline, name = plain_encoder_class(), 'plain reference'
-    times = {name: [], 'ours': []}
+        encoders['OpenAI text_utils.py'] = openai_encoder_class(openai_dir)
+    times, ids = {name: [] for name in encoders}, {}
     for _ in range(rounds):
-        *base_times, base_ids = time_encoder(baseline, paths, fields)
-        *our_times, our_ids = time_encoder(TextEncoder, paths, fields)
-        times[name].append(base_times)
-        times['ours'].append(our_times)
+        for name, make in encoders.items():
+            *seconds, ids[name] = time_encoder(make, (encoder_path, bpe_path), fields)
+            times[name].append(seconds)
     best = {k: [min(t[i] for t in v) for i in range(2)] for k, v in times.items()}
-    same = sum(a == b for a, b in zip(base_ids, our_ids))
-    return dict(fields=len(fields), baseline=name, best=best, identical=same)
+    same = sum(a == b for a, b in zip(*ids.values())) if openai_dir else None
+    return dict(fields=len(fields), best=best, identical=same)
 
 
 def bench_cache_hit(data_dir, encoder_path, bpe_path, rounds=3):
     with tempfile.TemporaryDirectory() as cache_dir:
-        run = lambda: datasets.encoded_rocstories(data_dir, encoder_path, bpe_path,
-                                                  cache_dir=cache_dir, verbose=False)
+        run = lambda: datasets.encoded('rocstories', datasets.rocstories_splits(data_dir),
+                                       encoder_path, bpe_path, cache_dir=cache_dir,
+                                       verbose=False)
         run()
         best = float('inf')
         for _ in range(rounds):
@@ -269,10 +266,12 @@ def report_text(result, hit):
     for name, (cold, warm) in result['best'].items():
         print(f'{name:>22}: cold {cold:6.3f} s ({n / cold:8.0f} fields/s)   '
               f'warm {warm:6.3f} s ({n / warm:8.0f} fields/s)')
-    (base_cold, base_warm), (cold, warm) = result['best'].values()
-    print(f'{"ratio":>22}: cold {base_cold / cold:.2f}x   warm {base_warm / warm:.2f}x')
-    print(f'{"identical ids":>22}: {result["identical"]}/{n} fields')
-    print(f'{"cache hit":>22}: {hit:.3f} s (encoded_rocstories, best of 3)')
+    if result['identical'] is not None:
+        (cold, warm), (base_cold, base_warm) = result['best'].values()
+        print(f'{"ratio":>22}: cold {base_cold / cold:.2f}x   warm {base_warm / warm:.2f}x')
+        print(f'{"identical ids":>22}: {result["identical"]}/{n} fields')
+    print(f'{"cache hit":>22}: {hit:.3f} s (datasets.encoded, loading the CSVs included, '
+          'best of 3)')
 
 
 def text_main(args):

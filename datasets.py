@@ -22,6 +22,9 @@ SOURCE = ('The Story Cloze Test CSVs of ROCStories come from '
           'in the folder given as --data_dir')
 # Columns: InputStoryid, four sentences, two endings, and in labelled files
 # AnswerRightEnding (1 or 2).
+CSV_HEADER = ['InputStoryid', 'InputSentence1', 'InputSentence2', 'InputSentence3',
+              'InputSentence4', 'RandomFifthSentenceQuiz1', 'RandomFifthSentenceQuiz2',
+              'AnswerRightEnding']
 N_UNLABELLED, N_LABELLED = 7, 8
 # Changing how splits are read or encoded must change this, so old caches go stale.
 CACHE_VERSION = 2
@@ -101,6 +104,30 @@ def rocstories_splits(data_dir, n_valid=374):
     train, dev, (teX1, teX2, teX3) = rocstories(data_dir, n_valid=n_valid)
     return {'train': Split(train[:3], train[3], None), 'dev': Split(dev[:3], dev[3], None),
             'test': Split((teX1, teX2, teX3), rocstories_test_labels(data_dir), None)}
+
+
+SAMPLE_NAMES = ['anna', 'ben', 'cleo', 'dan', 'eve', 'finn', 'gus', 'hana', 'ivan', 'jo']
+SAMPLE_PLACES = ['park', 'beach', 'store', 'lake', 'zoo', 'farm']
+
+
+def write_story_cloze(folder, n_val, n_test, rng):
+    """A tiny Story Cloze Test in the two CSV files, for --smoke and the tests, with a
+    learnable rule: the right ending names the story's hero."""
+    os.makedirs(folder, exist_ok=True)
+    for name, split, n in ((VAL_NAME, 'val', n_val), (TEST_NAME, 'test', n_test)):
+        with open(os.path.join(folder, name), 'w', newline='') as f:
+            rows = csv.writer(f)
+            rows.writerow(CSV_HEADER)
+            for i in range(n):
+                hero, other = rng.choice(SAMPLE_NAMES, 2, replace=False)
+                place = rng.choice(SAMPLE_PLACES)
+                story = [f'{hero} went to the {place}.', f'{hero} met a friend.',
+                         'they talked for a while.', 'it got late.']
+                right, wrong = f'{hero} went home happy.', f'{other} went home happy.'
+                label = int(rng.integers(1, 3))
+                endings = [right, wrong] if label == 1 else [wrong, right]
+                rows.writerow([f'{split}{i}', *story, *endings, label])
+    return folder
 
 
 def texts_digest(splits):

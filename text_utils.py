@@ -92,6 +92,23 @@ def newline_separates(tokenizer, joins):
                    for token in (start, *nexts) for c in token)
 
 
+def write_char_vocab(folder, n_vocab=None):
+    """A character-level BPE vocabulary in OpenAI's two files, for --smoke and the tests:
+    each letter and '.' ',' alone or ending a word, and the merges t+h, th+e</w>; padded
+    with unused entries to n_vocab if given. Returns (encoder_path, bpe_path, size)."""
+    chars = sorted('abcdefghijklmnopqrstuvwxyz.,')
+    pieces = chars + [c + '</w>' for c in chars] + ['th', 'the</w>']
+    pieces += [f'unused{i}' for i in range((n_vocab or 0) - len(pieces))]
+    os.makedirs(folder, exist_ok=True)
+    encoder_path = os.path.join(folder, 'encoder.json')
+    bpe_path = os.path.join(folder, 'vocab.bpe')
+    with open(encoder_path, 'w') as f:
+        json.dump({p: i for i, p in enumerate(pieces)}, f)
+    with open(bpe_path, 'w') as f:
+        f.write('#version: 0.2\nt h\nth e</w>\n')
+    return encoder_path, bpe_path, len(pieces)
+
+
 def load_bpe_ranks(bpe_path):
     """Merge -> rank. The first line is a version header; the file ends with a newline.
     Pieces are split on any whitespace, and a repeated merge keeps its last rank, as

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import analysis
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CSV = 'cloze_test_test__spring2016 - cloze_test_ALL_test.csv'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 # AnswerRightEnding 1, 2, 2, 1 -> labels 0, 1, 1, 0

@@ -3,22 +3,14 @@ its errors, and the encoded-dataset cache."""
 import csv
 import json
 import os
-import time
 
 import numpy as np
 import pytest
 
 import text_utils
-from datasets import encoded_rocstories, rocstories, rocstories_test_labels
-from utils import encode_dataset
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(REPO, '..', 'shared', 'data')
-VAL = 'cloze_test_val__spring2016 - cloze_test_ALL_val.csv'
-TEST = 'cloze_test_test__spring2016 - cloze_test_ALL_test.csv'
-HEADER = ['InputStoryid', 'InputSentence1', 'InputSentence2', 'InputSentence3',
-          'InputSentence4', 'RandomFifthSentenceQuiz1', 'RandomFifthSentenceQuiz2',
-          'AnswerRightEnding']
+from conftest import openai_vocab, rocstories_dir
+from datasets import (CSV_HEADER as HEADER, TEST_NAME as TEST, VAL_NAME as VAL, encoded,
+                      rocstories, rocstories_splits, rocstories_test_labels)
 
 
 def row(i, label='1'):
@@ -115,45 +107,50 @@ def vocab(tmp_path):
     return str(encoder_path), str(bpe_path)
 
 
-def run_cached(data_dir, vocab, cache_dir, **kwargs):
-    kwargs.setdefault('n_valid', 3)
-    return encoded_rocstories(str(data_dir), *vocab, cache_dir=str(cache_dir), verbose=False,
-                              **kwargs)
+def run_cached(data_dir, vocab, cache_dir, n_valid=3):
+    return encoded('rocstories', rocstories_splits(str(data_dir), n_valid), *vocab,
+                   cache_dir=str(cache_dir), verbose=False)
 
 
-def assert_same(a, b):
-    assert len(a) == len(b)
-    for split_a, split_b in zip(a, b):
-        for field_a, field_b in zip(split_a, split_b):
-            if isinstance(field_a, np.ndarray):
-                assert field_a.dtype == field_b.dtype
-                assert field_a.tolist() == field_b.tolist()
-            else:
-                assert field_a == field_b
+def plain_encoding(data_dir, vocab, n_valid=3):
+    """{split: [ids of each field]}, encoded directly."""
+    enc = text_utils.TextEncoder(*vocab)
+    return {name: [enc.encode(field, verbose=False) for field in split.fields]
+            for name, split in rocstories_splits(str(data_dir), n_valid).items()}
+
+
+def as_lists(splits):
+    return {name: [field.tolist() for field in split.fields] for name, split in splits.items()}
+
+
+def assert_same(got, expected):
+    """got: encoded splits; expected: {split: [ids of each field]}."""
+    assert as_lists(got) == expected
 
 
 def test_cache_hit_equals_encoding_and_needs_no_encoder(data_dir, vocab, tmp_path, monkeypatch):
     cache_dir = tmp_path / 'cache'
-    expected = encode_dataset(rocstories(data_dir, n_valid=3),
-                              encoder=text_utils.TextEncoder(*vocab))
+    expected = plain_encoding(data_dir, vocab)
     # 'S100 one.': s 1 0 0</w>, then o n e</w> merged to 'on' (no piece: 0) and e</w>,
     # then .</w>; a character's id is twice its place in 'abeinostw.0123456789' (+1 for </w>)
-    assert expected[2][0][0][:6] == [2 * 6, 2 * 11, 2 * 10, 2 * 10 + 1, 0, 2 * 2 + 1]
-    assert_same(run_cached(data_dir, vocab, cache_dir, n_valid=3), expected)
+    assert expected['test'][0][0][:6] == [2 * 6, 2 * 11, 2 * 10, 2 * 10 + 1, 0, 2 * 2 + 1]
+    got = run_cached(data_dir, vocab, cache_dir)
+    assert_same(got, expected)
+    assert got['dev'].labels.tolist() == rocstories_splits(str(data_dir), 3)['dev'].labels.tolist()
     assert len(os.listdir(cache_dir)) == 1
 
     def no_encoder(*args):
         raise AssertionError('TextEncoder built on a cache hit')
     monkeypatch.setattr(text_utils, 'TextEncoder', no_encoder)
-    assert_same(run_cached(data_dir, vocab, cache_dir, n_valid=3), expected)
+    assert_same(run_cached(data_dir, vocab, cache_dir), expected)
 
 
 def test_changed_inputs_are_encoded_again(data_dir, vocab, tmp_path):
     cache_dir = tmp_path / 'cache'
     first = run_cached(data_dir, vocab, cache_dir, n_valid=3)
-    assert len(run_cached(data_dir, vocab, cache_dir, n_valid=4)[1][0]) == 4
+    assert len(run_cached(data_dir, vocab, cache_dir, n_valid=4)['dev'].fields[0]) == 4
     write(data_dir / TEST, [row(200)])
-    assert run_cached(data_dir, vocab, cache_dir, n_valid=3)[2][0] != first[2][0]
+    assert run_cached(data_dir, vocab, cache_dir, n_valid=3)['test'].fields[0] != first['test'].fields[0]
     with open(vocab[1], 'a') as f:
         f.write('e </w>\n')
     run_cached(data_dir, vocab, cache_dir, n_valid=3)
@@ -168,7 +165,7 @@ def only_entry(cache_dir):
 @pytest.mark.parametrize('damage', ['truncate', 'flip', 'garbage'])
 def test_corrupt_entry_is_rebuilt_with_a_warning(data_dir, vocab, tmp_path, damage):
     cache_dir = tmp_path / 'cache'
-    expected = run_cached(data_dir, vocab, cache_dir)
+    expected = as_lists(run_cached(data_dir, vocab, cache_dir))
     path = only_entry(cache_dir)
     with open(path, 'rb') as f:
         raw = bytearray(f.read())
@@ -188,7 +185,7 @@ def test_corrupt_entry_is_rebuilt_with_a_warning(data_dir, vocab, tmp_path, dama
 
 def test_stale_entry_under_the_expected_name_is_rebuilt(data_dir, vocab, tmp_path):
     cache_dir = tmp_path / 'cache'
-    expected = run_cached(data_dir, vocab, cache_dir)
+    expected = as_lists(run_cached(data_dir, vocab, cache_dir))
     path = only_entry(cache_dir)
     write(data_dir / TEST, [row(300)])
     run_cached(data_dir, vocab, cache_dir)
@@ -201,18 +198,8 @@ def test_stale_entry_under_the_expected_name_is_rebuilt(data_dir, vocab, tmp_pat
 
 # ---- the real files ----------------------------------------------------------------
 
-def real_paths():
-    paths = [os.path.join(SHARED, 'rocstories', VAL), os.path.join(SHARED, 'rocstories', TEST),
-             os.path.join(SHARED, 'openai-model', 'encoder_bpe_40000.json'),
-             os.path.join(SHARED, 'openai-model', 'vocab_40000.bpe')]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        pytest.skip(f'needs the shared data files {missing} (absent from a fresh clone)')
-    return os.path.join(SHARED, 'rocstories'), paths[2:]
-
-
 def test_real_split_as_openai_made_it():
-    roc_dir, _ = real_paths()
+    roc_dir = rocstories_dir()
     (trX1, trX2, _, trY), (vaX1, _, vaX3, vaY), (teX1, _, _) = rocstories(roc_dir)
     assert (len(trX1), len(vaX1), len(teX1)) == (1497, 374, 1871)
     # recorded from OpenAI's own loader on these files
@@ -228,14 +215,13 @@ def test_real_split_as_openai_made_it():
     assert len(labels) == 1871 and set(labels.tolist()) == {0, 1}
 
 
-def test_real_cache_hit_is_fast(tmp_path):
-    roc_dir, vocab = real_paths()
-    first = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
-    assert [len(field) for split in first for field in split] == [1497] * 4 + [374] * 4 + [1871] * 3
-    seconds = []
-    for _ in range(3):  # best of 3: other processes may share the machine
-        start = time.perf_counter()
-        again = encoded_rocstories(roc_dir, *vocab, cache_dir=str(tmp_path), verbose=False)
-        seconds.append(time.perf_counter() - start)
-    assert min(seconds) < 0.2
-    assert_same(again, first)
+def test_real_cache_hit_reads_what_was_encoded_without_an_encoder(tmp_path, monkeypatch):
+    roc_dir, vocab = rocstories_dir(), openai_vocab()
+    first = encoded('rocstories', rocstories_splits(roc_dir), *vocab, cache_dir=str(tmp_path),
+                    verbose=False)
+    assert {name: [len(f) for f in split.fields] for name, split in first.items()} == \
+        {'train': [1497] * 3, 'dev': [374] * 3, 'test': [1871] * 3}
+    monkeypatch.setattr(text_utils, 'TextEncoder', None)  # a hit must not build one
+    again = encoded('rocstories', rocstories_splits(roc_dir), *vocab, cache_dir=str(tmp_path),
+                    verbose=False)
+    assert_same(again, as_lists(first))

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import download
+from conftest import REPO
 from openai_shards import published_shapes, write_shards
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):

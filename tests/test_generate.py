@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import generate
+from conftest import REPO
 from model_pytorch import Config, DoubleHeadModel, save_params
 from openai_shards import published_shapes, write_shards
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = Config(n_embd=16, n_head=2, n_layer=2, embd_pdrop=0.1, attn_pdrop=0.1,
              resid_pdrop=0.1, clf_pdrop=0.1, afn='gelu')
 LETTERS = 'abcdefgh'

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, real_data
 from model_pytorch import (Config, DoubleHeadModel, TransformerModel,
                            block_param_names, load_openai_pretrained_model)
 from openai_shards import published_shapes, write_shards
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_MODEL = os.path.join(REPO, '..', 'shared', 'data', 'openai-model')
 TINY = Config(n_embd=16, n_head=2, n_layer=3, embd_pdrop=0.1, attn_pdrop=0.1,
               resid_pdrop=0.1, clf_pdrop=0.1, afn='gelu')
 TINY_VOCAB, TINY_CTX = 30, 20
@@ -153,10 +152,8 @@ def test_n_ctx_above_pretrained_positions(tiny_shards):
 
 
 def test_published_shapes_match_openai_release():
-    shapes_file = os.path.join(SHARED_MODEL, 'params_shapes.json')
-    if not os.path.exists(shapes_file):
-        pytest.skip('OpenAI params_shapes.json not found beside the repository (../shared/data/openai-model)')
-    assert json.load(open(shapes_file)) == published_shapes()
+    with open(real_data('openai-model', 'params_shapes.json')) as f:
+        assert json.load(f) == published_shapes()
 
 
 LOAD_FULL = '''

@@ -1,6 +1,6 @@
-"""The loaders of every task in the paper: on the real files in ../shared/data/tasks where
-present (exact counts, first and last examples as read with head/tail), on small files written
-here in each official format, and their errors."""
+"""The loaders of every task in the paper: on the real files where present (exact counts,
+first and last examples as read with head/tail; conftest.real_data says where they are
+looked for), on small files written here in each official format, and their errors."""
 import json
 import os
 from collections import Counter
@@ -8,21 +8,16 @@ from collections import Counter
 import pytest
 
 import datasets
+from conftest import real_data
 from datasets import (LABELS, Split, cola, mnli, mrpc, qnli, qqp, race, rte, scitail, snli,
                       sst2, stsb, user_csv, wnli)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = os.path.join(REPO, '..', 'shared', 'data', 'tasks')
-GLUE_DIR = os.path.join(TASKS, 'glue')
 
-
-def need(*parts):
-    """The path of a real data file, skipping the test when a checkout has none."""
-    path = os.path.join(TASKS, *parts)
-    if not os.path.exists(path):
-        pytest.skip(f'{path} is absent: the real task data (see its SOURCES.md) lies beside '
-                    'the repository only on machines that have it')
-    return path
+def tasks_dir(*parts):
+    """The folder laid out as ../shared/data/tasks (glue/<TASK>/, RACE/, ...) that has
+    <parts>, from the places conftest.real_data looks in; skips the test when none has."""
+    path = real_data('tasks', *parts)
+    return path[:-len(os.path.join('', *parts))]
 
 
 def example(split, i):
@@ -223,8 +218,7 @@ GLUE_FILES = [
 @pytest.mark.parametrize('load, split, file, rows, counts, first, last', GLUE_FILES,
                          ids=[f'{row[2]}' for row in GLUE_FILES])
 def test_real_glue_file(load, split, file, rows, counts, first, last):
-    need('glue', file)
-    data = load(GLUE_DIR, [split])[split]
+    data = load(os.path.join(tasks_dir('glue', file), 'glue'), [split])[split]
     assert [len(field) for field in data.fields] == [rows] * len(data.fields)
     assert len(data.labels if data.labels is not None else data.index) == rows
     if counts is not None:
@@ -233,19 +227,18 @@ def test_real_glue_file(load, split, file, rows, counts, first, last):
 
 
 def test_real_stsb_scores_are_floats_in_range():
-    need('glue', 'STS-B', 'dev.tsv')
-    scores = stsb(GLUE_DIR, ['dev'])['dev'].labels
+    scores = stsb(os.path.join(tasks_dir('glue', 'STS-B', 'dev.tsv'), 'glue'), ['dev'])['dev'].labels
     assert all(isinstance(s, float) and 0 <= s <= 5 for s in scores)
     assert scores[1] == 4.75
 
 
 def test_real_glue_default_splits_and_task_folder_itself():
-    need('glue', 'CoLA')
-    assert list(cola(GLUE_DIR)) == ['train', 'dev', 'test']
-    from_task_folder = cola(os.path.join(GLUE_DIR, 'CoLA'), ['dev'])['dev']
-    assert from_task_folder == cola(GLUE_DIR, ['dev'])['dev']
-    need('glue', 'diagnostic')
-    diagnostic = mnli(os.path.join(GLUE_DIR, 'diagnostic'), 'diagnostic')['diagnostic']
+    glue = os.path.join(tasks_dir('glue', 'CoLA'), 'glue')
+    assert list(cola(glue)) == ['train', 'dev', 'test']
+    from_task_folder = cola(os.path.join(glue, 'CoLA'), ['dev'])['dev']
+    assert from_task_folder == cola(glue, ['dev'])['dev']
+    glue = os.path.join(tasks_dir('glue', 'diagnostic'), 'glue')
+    diagnostic = mnli(os.path.join(glue, 'diagnostic'), 'diagnostic')['diagnostic']
     assert len(diagnostic.index) == 1104
 
 
@@ -282,8 +275,7 @@ def race_example(split, i):
 @pytest.mark.parametrize('split, rows, groups, first, last', RACE_REAL,
                          ids=[row[0] for row in RACE_REAL])
 def test_real_race(split, rows, groups, first, last):
-    need('RACE', split)
-    data = race(TASKS, [split])[split]
+    data = race(tasks_dir('RACE', split), [split])[split]
     assert [len(field) for field in data.fields] == [rows] * 6
     assert data.index is None and Counter(data.group) == groups
     # middle first, then high
@@ -292,7 +284,7 @@ def test_real_race(split, rows, groups, first, last):
 
 
 def test_real_snli_partial_skips_and_reports_pairs_without_gold_label(capsys):
-    folder = need('snli_1.0_PARTIAL')
+    folder = os.path.join(tasks_dir('snli_1.0_PARTIAL'), 'snli_1.0_PARTIAL')
     data = snli(folder, ['dev', 'test'])
     assert "snli_1.0_dev.jsonl: skipped 16 pairs whose gold_label is '-'" in \
         capsys.readouterr().out

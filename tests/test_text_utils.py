@@ -12,16 +12,12 @@ import ftfy
 import pytest
 import spacy
 
+import conftest
+import datasets
 import text_utils
 from text_utils import TextEncoder, fix_text, text_standardize
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(REPO, '..', 'shared', 'data')
-ROC_DIR = os.path.join(SHARED, 'rocstories')
-MODEL_DIR = os.path.join(SHARED, 'openai-model')
-ROC_FILES = ['cloze_test_val__spring2016 - cloze_test_ALL_val.csv',
-             'cloze_test_test__spring2016 - cloze_test_ALL_test.csv']
-VOCAB_FILES = ['encoder_bpe_40000.json', 'vocab_40000.bpe']
+ROC_FILES = [datasets.VAL_NAME, datasets.TEST_NAME]
 
 
 # ---- the plain reference -------------------------------------------------------------
@@ -309,17 +305,9 @@ def test_verbose_shows_progress(tiny, capsys):
 
 # ---- OpenAI's vocabulary and ROCStories ------------------------------------------------
 
-def need(folder, names):
-    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
-    if missing:
-        pytest.skip(f'needs {", ".join(missing)} in {os.path.normpath(folder)} '
-                    '(shared data, absent from a fresh clone)')
-    return [os.path.join(folder, n) for n in names]
-
-
 @pytest.fixture(scope='module')
 def openai_vocab():
-    return need(MODEL_DIR, VOCAB_FILES)
+    return conftest.openai_vocab()
 
 
 @pytest.fixture(scope='module')
@@ -346,7 +334,7 @@ def test_newline_is_openais_last_id(real):
 
 def rocstories_fields():
     fields = []
-    for path in need(ROC_DIR, ROC_FILES):
+    for path in (os.path.join(conftest.rocstories_dir(), name) for name in ROC_FILES):
         with open(path, encoding='utf-8') as f:
             rows = list(csv.reader(f))[1:]
         fields += [' '.join(r[1:5]) for r in rows] + [r[5] for r in rows] + [r[6] for r in rows]

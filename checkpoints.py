@@ -1,0 +1,200 @@
+"""A run's folder and its resumable checkpoints: what train.py saves so that `--resume`
+continues a run bit for bit, and the guards that keep one run from touching another's
+files.
+
+A run is named by --desc and owns log/{desc}.jsonl (and .png), save/{desc}/ (best
+parameters, checkpoints/) and submission/{desc}/. While it runs it holds a lock on them.
+"""
+import dataclasses
+import glob
+import math
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+from utils import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None
+
+# Settings that may change between a run and its resumption: where files are and what is
+# reported, not what is computed. What the data and vocabulary hold is compared apart.
+RESUMABLE_CHANGES = {'desc', 'log_dir', 'save_dir', 'data_dir', 'submission_dir', 'submit',
+                     'analysis', 'resume', 'overwrite', 'save_every', 'keep_checkpoints',
+                     'device', 'cache_dir', 'download', 'model_dir', 'encoder_path',
+                     'bpe_path', 'smoke', 'n_batch_eval'}
+
+
+class RunError(Exception):
+    """A run cannot start or go on as asked; the message says why and what to do."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C: the run stopped at a checkpoint and can be resumed."""
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: what a checkpoint needs beside the model and optimizer."""
+    n_updates: int = 0
+    n_epochs: int = 0
+    batch: int = 0            # updates done in the current epoch
+    order: object = None      # the current epoch's order of training examples (a tensor)
+    best_score: float = -math.inf
+    log_bytes: int = 0        # the log's length at the checkpoint, to resume it there
+
+    def epoch_order(self, n):
+        """This epoch's order, drawn as OpenAI's shuffle draws it from numpy's generator."""
+        if self.order is None:
+            self.order = torch.from_numpy(np.random.permutation(n))
+        return self.order.numpy()
+
+    def end_epoch(self):
+        self.n_epochs, self.batch, self.order = self.n_epochs + 1, 0, None
+
+
+def rng_state():
+    np_state = np.random.get_state()
+    state = {'python': random.getstate(), 'torch': torch.get_rng_state(),
+             'numpy': (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                       *map(float, np_state[2:]))}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state['python'])
+    torch.set_rng_state(state['torch'])
+    name, keys, pos, has_gauss, gauss = state['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    if 'cuda' in state:
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def settings(args, world, inputs):
+    """What a checkpoint must agree with to be resumed: the flags that change what is
+    computed, the number of processes, and inputs (digests of the data and vocabulary,
+    the model's shape)."""
+    s = {k: v for k, v in vars(args).items() if k not in RESUMABLE_CHANGES}
+    return dict(s, world_size=world, **inputs)
+
+
+def check_settings(saved, current, path):
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff:
+        listed = ', '.join(f'{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}'
+                           for k in diff)
+        raise RunError(f'{path} was written by a run with other settings or inputs '
+                       f'({listed}); resume with the same ones, or start afresh with '
+                       '--overwrite')
+
+
+def check_finite(module, n_updates):
+    """An overflowing gradient can spoil the weights before any loss shows it: such a
+    state is never checkpointed."""
+    bad = [n for n, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise RunError(f'non-finite parameters after update {n_updates} ({", ".join(bad[:3])}): '
+                       'training stopped, no checkpoint written; lower --lr, check the data, '
+                       'or use --amp none')
+
+
+class Checkpoints:
+    """folder/update_NNNNNNNN.pt, written atomically, the newest `keep` kept."""
+
+    def __init__(self, folder, keep):
+        self.dir, self.keep = folder, keep
+
+    def paths(self):
+        return sorted(glob.glob(os.path.join(self.dir, 'update_*.pt')))
+
+    def save(self, state, n_updates):
+        path = os.path.join(self.dir, f'update_{n_updates:08d}.pt')
+        with atomic_write(path) as f:
+            torch.save(state, f)
+        for old in self.paths()[:-self.keep]:
+            os.remove(old)
+        return path
+
+    def newest(self):
+        """(path, state) of the newest readable checkpoint, or (None, None)."""
+        for path in reversed(self.paths()):
+            try:
+                return path, torch.load(path, map_location='cpu', weights_only=True)
+            except Exception as err:  # a file that is not ours or was damaged later
+                print(f'skipping unreadable checkpoint {path}: {err}', file=sys.stderr)
+        return None, None
+
+
+class RunFolder:
+    """The files of the run named desc, and the lock that keeps a second run off them."""
+
+    def __init__(self, args):
+        self.desc = args.desc
+        self.log = os.path.join(args.log_dir, f'{args.desc}.jsonl')
+        self.curves = os.path.splitext(self.log)[0] + '.png'
+        self.save_dir = os.path.join(args.save_dir, args.desc)
+        self.best = os.path.join(self.save_dir, 'best_params.pt')
+        self.submission_dir = os.path.join(args.submission_dir, args.desc)
+        self.checkpoints = Checkpoints(os.path.join(self.save_dir, 'checkpoints'),
+                                       args.keep_checkpoints)
+        self.locks = [os.path.join(args.log_dir, f'.{args.desc}.lock'),
+                      os.path.join(self.save_dir, '.lock')]
+        self._held = []
+
+    def lock(self):
+        """Exclusive locks until unlock() or the process's end (a killed run frees them)."""
+        if fcntl is None:
+            return
+        for path in self.locks:
+            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+            f = open(path, 'a+')
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or 'unknown'
+                f.close()
+                raise RunError(f'another run (process {holder}) is using --desc {self.desc} '
+                               f'({path}); wait for it to end, or choose another --desc')
+            f.truncate(0)
+            f.write(f'{os.getpid()}\n')
+            f.flush()
+            self._held.append(f)
+
+    def unlock(self):
+        for f in self._held:
+            f.close()  # closing the file releases its lock
+        self._held = []
+
+    def earlier_files(self):
+        """What an earlier run of this desc left: its log and curves, and every file in
+        its save and submission folders (parameters, checkpoints, predictions, and the
+        temporary file of a write that was cut short)."""
+        found = [p for p in (self.log, self.curves) if os.path.exists(p)]
+        for folder in (self.save_dir, self.submission_dir):
+            for root, _, names in sorted(os.walk(folder)):
+                found += [os.path.join(root, n) for n in sorted(names)
+                          if os.path.join(root, n) not in self.locks]
+        return found
+
+    def prepare(self, resume, overwrite):
+        """Refuses to start afresh over an earlier run's files unless told to remove them."""
+        earlier = self.earlier_files()
+        if resume or not earlier:
+            return
+        if not overwrite:
+            raise RunError(f'--desc {self.desc} already has the files of an earlier run '
+                           f'({", ".join(earlier[:3])}{", ..." if len(earlier) > 3 else ""}): '
+                           'continue it with --resume, choose another --desc, or add '
+                           '--overwrite to delete them and start afresh')
+        for path in earlier:
+            os.remove(path)
+        print(f'--overwrite: removed the earlier run\'s {len(earlier)} file(s): '
+              f'{", ".join(earlier)}')
