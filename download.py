@@ -1,12 +1,20 @@
 """Fetches OpenAI's pretrained GPT-1: the model/ folder of
 https://github.com/openai/finetune-transformer-lm (about 466 MB).
 
-    python download.py [--model_dir model/] [--base_url URL]
+    python download.py [--model_dir model/] [--base_url URL] [--timeout SECONDS]
+    python download.py --from hub [--model_dir model/]
 
 Each file is downloaded to <name>.part beside its final name and renamed only once it is
 complete and verified, so an interrupted run never leaves a truncated file under a final
 name; the next run resumes the .part with an HTTP Range request. Files already present and
-valid are not downloaded again.
+valid are not downloaded again. A connection that brings nothing for --timeout seconds
+(10) counts as broken and is tried again, RETRIES (3) times, each try named on stderr: a
+stalled server fails within 40 seconds, with a message naming the URL.
+
+--from hub fetches transformers' copy of the same model from the Hugging Face Hub
+(openai-community/openai-gpt: config.json, model.safetensors, vocab.json, merges.txt),
+which load_openai_pretrained_model and generate.py read as well; it needs the
+huggingface_hub package, which does its own resuming and checking.
 """
 import argparse
 import hashlib
@@ -22,12 +30,16 @@ import urllib.request
 
 from tqdm import tqdm
 
-from model_pytorch import SHARD_NAMES, check_shard_total, shard_length
+from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, SHARD_NAMES,
+                           check_shard_total, shard_length, weights_layout)
 from utils import commit_file
 
 DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
 REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
-FILES = ['encoder_bpe_40000.json', 'vocab_40000.bpe', 'params_shapes.json'] + SHARD_NAMES
+OPENAI_VOCAB = ['encoder_bpe_40000.json', 'vocab_40000.bpe']
+FILES = OPENAI_VOCAB + ['params_shapes.json'] + SHARD_NAMES
+HUB_REPO = 'openai-community/openai-gpt'
+HUB_FILES = [HF_CONFIG, HF_WEIGHTS[0], HF_VOCAB, HF_MERGES]
 # Git blob SHA-1s of the files in OpenAI's repository (what `git ls-tree` shows), so the
 # published files can be checked without shipping a separate checksum list.
 GIT_BLOB_SHA1 = {
@@ -46,7 +58,11 @@ GIT_BLOB_SHA1 = {
     'params_9.npy': 'd389eb2074dd74754444b8062aba78b49f6a9053',
 }
 CHUNK = 1 << 20
-TIMEOUT = 60  # seconds without progress before a connection counts as broken
+# Seconds to connect, and seconds without a byte before a connection counts as broken:
+# long enough for a slow link (a byte a second keeps it going), short enough that
+# RETRIES + 1 tries of a stalled server end within a minute.
+TIMEOUT = 10
+RETRIES = 3
 # Failures that a new request can get past, resuming where the last one stopped.
 TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, ssl.SSLError,
              http.client.HTTPException, urllib.error.URLError)
@@ -63,6 +79,17 @@ class _Interrupted(ConnectionError):
 def missing_files(model_dir='model/'):
     """The files of OpenAI's model/ folder that model_dir lacks, in download order."""
     return [name for name in FILES if not os.path.isfile(os.path.join(model_dir, name))]
+
+
+def vocabulary_paths(model_dir='model/'):
+    """(encoder_path, bpe_path) of the BPE vocabulary in model_dir: OpenAI's
+    encoder_bpe_40000.json and vocab_40000.bpe, or, in a folder that lacks the first but
+    has the Hub's vocab.json, vocab.json and merges.txt (the same files under the Hub's
+    names). OpenAI's when neither is there, so that a message names what is missing."""
+    hub = (not os.path.isfile(os.path.join(model_dir, OPENAI_VOCAB[0]))
+           and os.path.isfile(os.path.join(model_dir, HF_VOCAB)))
+    names = [HF_VOCAB, HF_MERGES] if hub else OPENAI_VOCAB
+    return tuple(os.path.join(model_dir, name) for name in names)
 
 
 def git_blob_sha1(path):
@@ -157,12 +184,12 @@ def _size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-def _open(url, start):
+def _open(url, start, timeout):
     headers = {'User-Agent': 'finetune-transformer-lm-pytorch/download.py'}
     if start:
         headers['Range'] = f'bytes={start}-'
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                  timeout=TIMEOUT)
+                                  timeout=timeout)
 
 
 def _http_error(url, name, err):
@@ -185,13 +212,13 @@ def _after_416(err, part):
     return False
 
 
-def _transfer(url, part, name, verbose):
+def _transfer(url, part, name, verbose, timeout):
     """One request that continues `part` from where it ends. Returns True once the part
     holds the whole file, False when the part was dropped to start over; raises a
-    TRANSIENT error when the connection breaks."""
+    TRANSIENT error when the connection breaks or stalls for timeout seconds."""
     start = _size(part)
     try:
-        resp = _open(url, start)
+        resp = _open(url, start, timeout)
     except urllib.error.HTTPError as err:
         err.close()  # it holds the connection; its headers stay readable
         if err.code == 416 and start:
@@ -230,29 +257,38 @@ def _copy(resp, part, start, total, name, verbose):
         os.fsync(f.fileno())
 
 
-def _fetch(url, part, name, retries, verbose):
+def _reason(err, timeout):
+    # urllib wraps a connect timeout in URLError; a stalled read raises it bare
+    if isinstance(getattr(err, 'reason', err), TimeoutError):
+        return f'no answer for {timeout:g} s'
+    return str(err)
+
+
+def _fetch(url, part, name, retries, verbose, timeout):
     """Downloads url into part, resuming after broken connections up to `retries` times.
     The loop ends: a start-over (False) needs a non-empty .part and leaves none, so
     between two of them lies a failure."""
     failures = 0
     while failures <= retries:
         try:
-            if _transfer(url, part, name, verbose):
+            if _transfer(url, part, name, verbose, timeout):
                 return
         except TRANSIENT as err:
-            last = err
+            last = _reason(err, timeout)
             failures += 1
+            if verbose and failures <= retries:
+                print(f'{url}: {last}; trying again ({failures} of {retries})', file=sys.stderr)
     raise DownloadError(f'could not download {url} ({last}); {part} keeps the {_size(part)} '
                         'bytes received: run `python download.py` again to resume (check the '
                         'network connection, or set HTTPS_PROXY if a proxy is needed)')
 
 
-def _download_file(base_url, model_dir, name, check_hashes, retries, verbose):
+def _download_file(base_url, model_dir, name, check_hashes, retries, verbose, timeout):
     """Fetches one file to its final name through a verified .part; returns what
     check_file returns."""
     url, path = base_url + name, os.path.join(model_dir, name)
     part = path + '.part'
-    _fetch(url, part, name, retries, verbose)
+    _fetch(url, part, name, retries, verbose, timeout)
     try:
         result = check_file(part, name, check_hashes)
     except ValueError as err:
@@ -276,11 +312,13 @@ def _present(path, name, check_hashes, verbose):
         return False
 
 
-def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True, retries=3):
+def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True,
+                          retries=RETRIES, timeout=TIMEOUT):
     """Fetches OpenAI's model/ folder into model_dir, skipping files already present and
     valid, and returns the paths of the 13 files. Hashes are checked against OpenAI's
     files when base_url is the official one; any other source gets the structural checks
-    only (what test servers and mirrors of a different build can offer)."""
+    only (what test servers and mirrors of a different build can offer). A connection
+    that brings nothing for timeout seconds is broken; each file gets retries more tries."""
     base_url = base_url if base_url.endswith('/') else base_url + '/'
     check_hashes = base_url == DEFAULT_URL
     os.makedirs(model_dir, exist_ok=True)
@@ -289,7 +327,8 @@ def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True
         path = os.path.join(model_dir, name)
         result = _present(path, name, check_hashes, verbose)
         if result is False:
-            result = _download_file(base_url, model_dir, name, check_hashes, retries, verbose)
+            result = _download_file(base_url, model_dir, name, check_hashes, retries, verbose,
+                                    timeout)
         elif verbose:
             print(f'{path} is already complete')
         lengths[name] = result
@@ -297,17 +336,53 @@ def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True
     return [os.path.join(model_dir, name) for name in FILES]
 
 
+def download_from_hub(model_dir='model/', repo_id=HUB_REPO):
+    """Fetches transformers' copy of GPT-1 (HUB_FILES of repo_id on the Hugging Face Hub)
+    into model_dir with huggingface_hub, which resumes and checks transfers itself;
+    returns their paths. Raises DownloadError when huggingface_hub is not installed, a
+    file cannot be fetched, or the folder is not then a complete checkpoint."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise DownloadError('--from hub needs the huggingface_hub package: `pip install '
+                            "huggingface_hub`, or leave out --from hub to fetch OpenAI's "
+                            'files') from None
+    paths = []
+    for name in HUB_FILES:
+        try:
+            paths.append(hf_hub_download(repo_id, name, local_dir=model_dir))
+        except (OSError, ValueError) as err:  # huggingface_hub's HTTP and offline errors
+            raise DownloadError(f'could not download {name} of {repo_id} from the Hugging '
+                                f'Face Hub ({err}); run again to resume') from None
+    layout, missing = weights_layout(model_dir)
+    if layout != 'transformers' or missing:
+        raise DownloadError(f'{model_dir} holds no complete checkpoint after fetching '
+                            f'{repo_id} (missing: {", ".join(missing)})')
+    return paths
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--model_dir', default='model/', help='where to put the files')
-    p.add_argument('--base_url', default=DEFAULT_URL,
-                   help='folder URL serving the files (default: OpenAI\'s repository)')
+    p.add_argument('--from', dest='source', choices=['openai', 'hub'], default='openai',
+                   help="openai: OpenAI's model/ folder (default); hub: transformers' copy "
+                   f'on the Hugging Face Hub, {HUB_REPO} (needs huggingface_hub)')
+    p.add_argument('--base_url', help="folder URL serving OpenAI's files (default: OpenAI's "
+                   'repository)')
+    p.add_argument('--timeout', type=float, default=TIMEOUT,
+                   help='seconds without data before a connection counts as broken')
     args = p.parse_args(argv)
+    if args.source == 'hub' and args.base_url:
+        p.error('--base_url is for --from openai; --from hub fetches from the Hugging Face Hub')
     try:
-        download_openai_model(args.model_dir, args.base_url)
+        if args.source == 'hub':
+            files = download_from_hub(args.model_dir)
+        else:
+            files = download_openai_model(args.model_dir, args.base_url or DEFAULT_URL,
+                                          timeout=args.timeout)
     except (DownloadError, ValueError, OSError) as err:
         sys.exit(f'error: {err}')
-    print(f'all {len(FILES)} files are in {args.model_dir} and verified')
+    print(f'all {len(files)} files are in {args.model_dir} and verified')
 
 
 if __name__ == '__main__':

@@ -2,24 +2,39 @@
 
     python generate.py "the weather was nice, so we" --length 40 --top_k 10
 
-From OpenAI's pretrained weights in --model_dir (fetched by `python download.py`), or from
-parameters fine-tuned by `python train.py ... --submit` with --checkpoint.
+From the pretrained weights in --model_dir: OpenAI's model/ folder (`python download.py`)
+or a checkpoint of transformers' OpenAIGPT models (`python download.py --from hub`, or a
+folder of export.py); or from parameters fine-tuned by `python train.py ... --submit`,
+with --checkpoint.
+
+The vocabulary is --encoder_path and --bpe_path; each one not given is looked for in
+--model_dir (default model/, also with --checkpoint): OpenAI's encoder_bpe_40000.json and
+vocab_40000.bpe, or, where those are absent and the Hub's vocab.json is there, vocab.json
+and merges.txt, the same vocabulary under the Hub's names.
+
+--length is at most MAX_LENGTH (1024) tokens: each token is one pass of the model over
+up to n_ctx (512) tokens, about a second on a small CPU, and beyond n_ctx tokens the
+model no longer sees the prompt, so a longer run costs long minutes for text that has
+drifted off; sample() itself takes any length.
 """
 import argparse
-import json
 import math
 import numbers
 import os
+import sys
 
 import torch
 
-from model_pytorch import Config, DEFAULT_CONFIG, LMModel, load_openai_pretrained_model, load_params
+from download import vocabulary_paths
+from model_pytorch import (Config, LMModel, load_openai_pretrained_model, load_trained_params,
+                           pretrained_settings)
 
-GET_MODEL = "run `python download.py` to fetch OpenAI's model/ folder"
+GET_MODEL = ("run `python download.py` to fetch OpenAI's model/ folder (or `python download.py "
+             "--from hub` for transformers' copy)")
 GET_CHECKPOINT = ('fine-tune one with `python train.py --dataset rocstories --desc rocstories '
-                  '--submit` (it writes save/rocstories/best_params.pt), or leave out '
+                  '--submit` (it writes save/rocstories/best_params.safetensors), or leave out '
                   "--checkpoint to sample from OpenAI's pretrained model")
-CHECKPOINT_META = ('cfg', 'n_vocab', 'n_special', 'n_ctx')
+MAX_LENGTH = 1024
 
 
 def _missing(path, how):
@@ -30,8 +45,8 @@ def load_lm(checkpoint=None, model_dir='model/', device='cpu'):
     """An LMModel returning next-token probabilities, in eval mode on device, and the
     sizes sample() needs: dict(n_vocab, n_special, n_ctx).
 
-    From a checkpoint written by train.py (save_params) when given, else from OpenAI's
-    pretrained weights in model_dir.
+    From a checkpoint written by train.py (save_params) when given, else from the
+    pretrained weights in model_dir (either layout of load_openai_pretrained_model).
     """
     if checkpoint is not None:
         model, dims = _from_checkpoint(checkpoint)
@@ -46,11 +61,7 @@ def load_lm(checkpoint=None, model_dir='model/', device='cpu'):
 def _from_checkpoint(path):
     if not os.path.isfile(path):
         raise _missing(path, GET_CHECKPOINT)
-    meta, state = load_params(path)
-    absent = [key for key in CHECKPOINT_META if key not in meta]
-    if absent:
-        raise ValueError(f'{path} lacks the settings {absent}: it was not written by '
-                         'train.py --submit')
+    meta, state = load_trained_params(path)
     dims = {key: meta[key] for key in ('n_vocab', 'n_special', 'n_ctx')}
     model = LMModel(Config(meta['cfg']), vocab=sum(dims.values()), n_ctx=dims['n_ctx'],
                     return_probs=True)
@@ -60,16 +71,10 @@ def _from_checkpoint(path):
 
 
 def _from_pretrained(model_dir):
-    shapes_path = os.path.join(model_dir, 'params_shapes.json')
-    if not os.path.isfile(shapes_path):
-        raise _missing(shapes_path, GET_MODEL)
-    with open(shapes_path) as f:
-        shapes = json.load(f)
-    # The release's layout: positions, tokens, then 12 tensors per block.
-    (n_ctx, n_embd), n_vocab = shapes[0], shapes[1][0]
-    cfg = Config(DEFAULT_CONFIG, n_embd=n_embd, n_layer=(len(shapes) - 2) // 12)
+    cfg, n_vocab, n_ctx = pretrained_settings(model_dir)
     model = LMModel(cfg, vocab=n_vocab + n_ctx, n_ctx=n_ctx, return_probs=True)
-    load_openai_pretrained_model(model, n_ctx=n_ctx, n_special=0, n_embd=n_embd, path=model_dir)
+    load_openai_pretrained_model(model, n_ctx=n_ctx, n_special=0, n_embd=cfg.n_embd,
+                                 path=model_dir)
     return model, dict(n_vocab=n_vocab, n_special=0, n_ctx=n_ctx)
 
 
@@ -135,6 +140,17 @@ def decode(decoder, ids):
     return ''.join(decoder[i] for i in ids).replace('</w>', ' ').strip()
 
 
+def unknown_pieces(text_encoder, text):
+    """What of text the vocabulary lacks: the BPE pieces that the encoder turns into id 0
+    (single characters, as merges only build pieces of the vocabulary), lowercased as
+    the encoder reads them, without the end-of-word mark."""
+    from text_utils import fix_text, text_standardize
+    pieces = {piece for token in text_encoder.tokenize(text_standardize(fix_text(text)))
+              for piece in text_encoder.bpe(token.lower()).split(' ')}
+    return sorted({p.replace('</w>', '') for p in pieces if p not in text_encoder.encoder}
+                  - {''})
+
+
 def load_text_encoder(encoder_path, bpe_path):
     for path in (encoder_path, bpe_path):
         if not os.path.isfile(path):
@@ -144,8 +160,18 @@ def load_text_encoder(encoder_path, bpe_path):
     return TextEncoder(encoder_path, bpe_path)
 
 
+def warn_unknown(text_encoder, prompt):
+    unknown = unknown_pieces(text_encoder, prompt)
+    if unknown:
+        print(f'generate.py: warning: the vocabulary lacks {", ".join(map(repr, unknown))} '
+              f'of the prompt: the model reads each as token 0 '
+              f'({text_encoder.decoder.get(0)!r}), not as typed', file=sys.stderr)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                epilog=__doc__.split('\n\n', 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('prompt', help='the text to continue')
     p.add_argument('--length', type=int, default=40, help='number of tokens to sample')
     p.add_argument('--top_k', type=int, default=10,
@@ -154,12 +180,15 @@ def parse_args(argv=None):
                    help='below 1 more predictable, above 1 more varied')
     p.add_argument('--seed', type=int, default=0, help='the same seed gives the same text')
     source = p.add_mutually_exclusive_group()
-    source.add_argument('--checkpoint',
-                        help='fine-tuned parameters, e.g. save/rocstories/best_params.pt')
+    source.add_argument('--checkpoint', help='fine-tuned parameters, e.g. '
+                        'save/rocstories/best_params.safetensors')
     source.add_argument('--model_dir', default='model/',
-                        help="OpenAI's pretrained model, used when no --checkpoint is given")
-    p.add_argument('--encoder_path', default='model/encoder_bpe_40000.json')
-    p.add_argument('--bpe_path', default='model/vocab_40000.bpe')
+                        help="pretrained weights, OpenAI's model/ folder or a transformers "
+                        'checkpoint, used when no --checkpoint is given; and where the '
+                        'vocabulary is looked for')
+    p.add_argument('--encoder_path', help='default: encoder_bpe_40000.json, or vocab.json, '
+                   'in --model_dir')
+    p.add_argument('--bpe_path', help='default: vocab_40000.bpe, or merges.txt, in --model_dir')
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    default='cuda' if torch.cuda.is_available() else 'cpu')
     return p.parse_args(argv)
@@ -169,14 +198,21 @@ def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('generate.py: no CUDA device here; use --device cpu')
+    found_encoder, found_bpe = vocabulary_paths(args.model_dir)
+    encoder_path, bpe_path = args.encoder_path or found_encoder, args.bpe_path or found_bpe
     try:
         check_sampling(args.length, args.top_k, args.temperature)  # before loading 466 MB
-        text_encoder = load_text_encoder(args.encoder_path, args.bpe_path)
+        if args.length > MAX_LENGTH:
+            raise ValueError(f'--length {args.length}: this command samples at most '
+                             f'{MAX_LENGTH} tokens, which take minutes on a CPU (see '
+                             '`python generate.py -h`); call generate.sample for more')
+        text_encoder = load_text_encoder(encoder_path, bpe_path)
         model, dims = load_lm(args.checkpoint, args.model_dir, args.device)
         if len(text_encoder.encoder) != dims['n_vocab']:
-            raise ValueError(f'{args.encoder_path} holds {len(text_encoder.encoder)} tokens but '
+            raise ValueError(f'{encoder_path} holds {len(text_encoder.encoder)} tokens but '
                              f"the model knows {dims['n_vocab']}: pass the vocabulary it was "
                              'trained with (--encoder_path, --bpe_path)')
+        warn_unknown(text_encoder, args.prompt)
         prompt_ids = text_encoder.encode([args.prompt], verbose=False)[0]
         new_ids = sample(model, prompt_ids, args.length, **dims, top_k=args.top_k,
                          temperature=args.temperature,

@@ -6,10 +6,15 @@ Module and parameter names follow the TF variables (`model/h3/attn/c_attn/w` is
 Inputs are OpenAI's: integer tensors of shape (..., seq, 2) holding, for each position,
 a token id and a position id. Both index one embedding matrix `embed`, whose rows are
 [BPE tokens | special tokens | positions] (TF `model/we`), and their two rows are summed.
+
+Pretrained weights load from OpenAI's release or from a checkpoint of transformers'
+OpenAIGPT models (load_openai_pretrained_model); save_params and load_params keep
+fine-tuned parameters as safetensors.
 """
 import json
 import math
 import os
+import pickle
 
 import numpy as np
 import torch
@@ -394,11 +399,79 @@ def block_param_names(n_layer):
         'ln_2.g', 'ln_2.b')]
 
 
+def transformers_name(name):
+    """The name transformers' OpenAIGPTModel gives one of our block parameters: the same
+    module path, its leaf a weight or a bias (h.3.attn.c_attn.w -> h.3.attn.c_attn.weight,
+    h.3.ln_1.g -> h.3.ln_1.weight). Its Conv1D stores w as (nx, nf), as ours does."""
+    module, leaf = name.rsplit('.', 1)
+    return f"{module}.{'bias' if leaf == 'b' else 'weight'}"
+
+
+# A checkpoint that transformers' OpenAIGPTModel, OpenAIGPTLMHeadModel or
+# OpenAIGPTDoubleHeadsModel wrote with save_pretrained, as the Hub's openai-community/
+# openai-gpt; of the two weight files, the first present is read.
+HF_CONFIG = 'config.json'
+HF_WEIGHTS = ['model.safetensors', 'pytorch_model.bin']
+HF_VOCAB, HF_MERGES = 'vocab.json', 'merges.txt'
+# What transformers' OpenAIGPTConfig takes for a field that config.json leaves out.
+HF_DEFAULTS = dict(vocab_size=40478, n_positions=512, n_embd=768, n_layer=12, n_head=12,
+                   afn='gelu', layer_norm_epsilon=1e-5)
+HF_AFN = {'silu': 'swish'}  # transformers' other name for it
+# The files each layout needs, every one given as its alternatives.
+WEIGHT_LAYOUTS = {'openai': [['params_shapes.json']] + [[name] for name in SHARD_NAMES],
+                  'transformers': [[HF_CONFIG], HF_WEIGHTS]}
+
+
+def weights_layout(path):
+    """Which pretrained weights the folder `path` holds, and which of their files it lacks.
+
+    Returns (layout, missing). layout: 'openai' for OpenAI's model/ folder
+    (params_shapes.json, params_0.npy..params_9.npy), 'transformers' for a checkpoint of
+    transformers' OpenAIGPT models (config.json, and model.safetensors or
+    pytorch_model.bin), or None when the folder, which may not exist, holds a file of
+    neither. missing: the paths of the files that layout still needs, [] when it is
+    complete (for a transformers checkpoint without weights, model.safetensors); for
+    None, those of OpenAI's folder, the default. A complete layout wins over an
+    incomplete one, and OpenAI's over a transformers checkpoint.
+    """
+    unmet = {layout: [alternatives[0] for alternatives in needs
+                      if not any(os.path.isfile(os.path.join(path, a)) for a in alternatives)]
+             for layout, needs in WEIGHT_LAYOUTS.items()}
+    complete = [layout for layout in unmet if not unmet[layout]]
+    begun = [layout for layout in unmet if len(unmet[layout]) < len(WEIGHT_LAYOUTS[layout])]
+    layout = (complete + begun + [None])[0]
+    return layout, [os.path.join(path, name) for name in unmet[layout or 'openai']]
+
+
 def _missing(what, path):
     return FileNotFoundError(
         f"{what} not found: {path}. The pretrained weights are the model/ folder of "
         f"OpenAI's repository ({OPENAI_MODEL_URL}): run `python download.py` or copy that "
         "folder here, and pass its location as path.")
+
+
+def _no_weights(path):
+    return FileNotFoundError(
+        f"no pretrained weights in {path}: found neither OpenAI's "
+        f"{os.path.join(path, 'params_shapes.json')} and params_0.npy..params_9.npy (the "
+        f"model/ folder of {OPENAI_MODEL_URL}: run `python download.py`) nor a transformers "
+        f"checkpoint's {os.path.join(path, HF_CONFIG)} and {' or '.join(HF_WEIGHTS)} (run "
+        "`python download.py --from hub`); pass the folder that holds them as path.")
+
+
+def _layout(path):
+    """weights_layout(path)'s layout, once the folder holds all of its files; raises
+    FileNotFoundError naming what is missing."""
+    layout, missing = weights_layout(path)
+    if layout is None:
+        raise _no_weights(path)
+    if missing and layout == 'openai':
+        raise _missing(os.path.basename(missing[0]), missing[0])
+    if missing:
+        raise FileNotFoundError(f'{missing[0]} not found: a transformers checkpoint is '
+                                f'{HF_CONFIG} with {" or ".join(HF_WEIGHTS)}, as '
+                                'save_pretrained writes them')
+    return layout
 
 
 def shard_length(path):
@@ -456,87 +529,301 @@ class _FlatReader:
             self.pos += n
 
 
+def _read_tensor_file(path, what, map_location='cpu'):
+    """(metadata, tensors by name) of a safetensors file, or (None, the object) of a
+    torch.save file, told apart by the zip archive torch.save writes; neither runs
+    pickled code. Raises ValueError saying that path is not `what` when it cannot be read
+    (truncated, garbage), FileNotFoundError when it does not exist."""
+    with open(path, 'rb') as f:
+        zipped = f.read(4) == b'PK\x03\x04'
+    # Imported here, so that importing this module needs torch and numpy only.
+    from safetensors import SafetensorError, safe_open
+    try:
+        if zipped:
+            return None, torch.load(path, map_location=map_location, weights_only=True)
+        with safe_open(path, framework='pt', device=str(map_location)) as f:
+            return f.metadata() or {}, {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        # the reader's first sentence: torch goes on for a paragraph
+        reason = str(err).split('\n')[0].split('. ')[0] or type(err).__name__
+        raise ValueError(f'{path} is not {what} ({reason})') from None
+
+
+def _read_shapes(path):
+    with open(os.path.join(path, 'params_shapes.json')) as f:
+        return [tuple(s) for s in json.load(f)]
+
+
+def _read_config(path):
+    """config.json of a transformers checkpoint, transformers' defaults filling the fields
+    it leaves out."""
+    file = os.path.join(path, HF_CONFIG)
+    try:
+        with open(file, encoding='utf-8') as f:
+            return {**HF_DEFAULTS, **json.load(f)}
+    except (ValueError, TypeError) as err:  # not JSON, or not an object
+        raise ValueError(f'{file} is not the config.json of a checkpoint ({err})') from None
+
+
+def _read_transformers_state(path):
+    """(file, tensors by name) of a transformers checkpoint, the body's names without the
+    'transformer.' prefix that the head models give them."""
+    file = next(p for p in (os.path.join(path, name) for name in HF_WEIGHTS) if os.path.isfile(p))
+    _, state = _read_tensor_file(file, 'a checkpoint of transformers')
+    if not isinstance(state, dict):
+        raise ValueError(f'{file} is not a checkpoint of transformers (no tensors by name)')
+    return file, {name.removeprefix('transformer.'): t for name, t in state.items()}
+
+
+def bpe_rows(path, n_rows, config):
+    """How many of the n_rows token embeddings of the transformers checkpoint in path are
+    BPE tokens: as many as its vocab.json has entries (40478 for the Hub's); without a
+    vocab.json, all but the n_special that export.py records in config.json (0 in
+    transformers' own). The rows after them, an export's special tokens, are not loaded."""
+    vocab_path = os.path.join(path, HF_VOCAB)
+    if os.path.isfile(vocab_path):
+        with open(vocab_path, encoding='utf-8') as f:
+            n_vocab = len(json.load(f))
+        source = f'{vocab_path} has {n_vocab} tokens'
+    else:
+        n_vocab = n_rows - config.get('n_special', 0)
+        source = f"n_special={config.get('n_special', 0)} in config.json leaves {n_vocab} tokens"
+    if not 0 < n_vocab <= n_rows:
+        raise ValueError(f'{source}, but the checkpoint in {path} embeds {n_rows}')
+    return n_vocab
+
+
+def _afn_name(act):
+    return next(name for name, fn in ACT_FNS.items() if fn is act)
+
+
+def pretrained_settings(path):
+    """(cfg, n_vocab, n_ctx) of the pretrained weights in the folder path, OpenAI's or a
+    transformers checkpoint (see weights_layout): a Config that builds a model taking all
+    their blocks (dropouts as in DEFAULT_CONFIG; OpenAI's release does not record n_head,
+    which is 12), the number of BPE tokens (see bpe_rows) and of positions. Raises
+    FileNotFoundError as load_openai_pretrained_model does."""
+    if _layout(path) == 'openai':
+        shapes = _read_shapes(path)
+        (n_ctx, n_embd), n_vocab = shapes[0], shapes[1][0]
+        cfg = Config(DEFAULT_CONFIG, n_embd=n_embd, n_layer=(len(shapes) - 2) // 12)
+        return cfg, n_vocab, n_ctx
+    config = _read_config(path)
+    cfg = Config(DEFAULT_CONFIG, n_embd=config['n_embd'], n_layer=config['n_layer'],
+                 n_head=config['n_head'], afn=HF_AFN.get(config['afn'], config['afn']))
+    return cfg, bpe_rows(path, config['vocab_size'], config), config['n_positions']
+
+
+def _resolve_n_ctx(n_ctx, n_pretrained):
+    n_ctx = n_pretrained if n_ctx == -1 else n_ctx
+    if not 0 < n_ctx <= n_pretrained:
+        raise ValueError(f'n_ctx={n_ctx}: the pretrained model has {n_pretrained} positions, '
+                         f'so n_ctx must be between 1 and {n_pretrained} (or -1 for all)')
+    return n_ctx
+
+
+def _check_embed(we, n_vocab, n_special, n_ctx, n_embd):
+    expected = (n_vocab + n_special + n_ctx, n_embd)
+    if tuple(we.shape) != expected:
+        raise ValueError(f'embed.weight: the model has shape {tuple(we.shape)}, the weights '
+                         f'give {expected} ({n_vocab} tokens + n_special={n_special} + '
+                         f'n_ctx={n_ctx}); build the model with vocab={expected[0]}')
+
+
+def _blocks_to_load(transformer, n_transfer, n_released, path):
+    """The names of the parameters of the first n_transfer blocks, at most as many as the
+    model has: as TF's zip of variables and arrays, a model with fewer blocks than the
+    weights takes the first ones."""
+    n_blocks = min(n_transfer, len(transformer.h))
+    if n_blocks > n_released:
+        raise ValueError(f'n_transfer={n_transfer} and the model has {len(transformer.h)} '
+                         f'blocks, but the weights in {path} hold {n_released} '
+                         f'(n_layer={n_released}): lower n_transfer or build the model with '
+                         f'n_layer={n_released}')
+    return block_param_names(n_blocks)
+
+
+def _check_shapes(params, given, source):
+    """given: parameter name -> (the shape the weights give it, that shape as `source`
+    writes it)."""
+    for name, (shape, written) in given.items():
+        if tuple(params[name].shape) != tuple(shape):
+            raise ValueError(f'{name}: the model has shape {tuple(params[name].shape)}, '
+                             f'{source} gives {list(written)}')
+
+
+def _check_config(config, transformer, blocks, path):
+    """The settings of config.json that change what the weights compute must be the
+    model's: its width, and when blocks are loaded, heads, activation and epsilon."""
+    ours = {'n_embd': transformer.embed.weight.size(1)}
+    if blocks:
+        block = transformer.h[0]
+        ours.update(n_head=block.attn.n_head, afn=_afn_name(block.mlp.act),
+                    layer_norm_epsilon=block.ln_1.e)
+    theirs = {**config, 'afn': HF_AFN.get(config['afn'], config['afn'])}
+    diff = [f'{key} {theirs[key]!r} there, {value!r} in the model' for key, value in ours.items()
+            if theirs[key] != value]
+    if diff:
+        raise ValueError(f'{os.path.join(path, HF_CONFIG)} describes another model: '
+                         f'{", ".join(diff)}')
+
+
+def _special_rows(n_special, n_embd):
+    # numpy's global generator, as TF's train.py: the same seed gives the same rows.
+    return torch.from_numpy((np.random.randn(n_special, n_embd) * 0.02).astype(np.float32))
+
+
+def _fill_embed_tail(we, n_vocab, n_special, positions):
+    """The rows after the n_vocab BPE tokens: the special tokens, then the positions."""
+    we[n_vocab:n_vocab + n_special] = _special_rows(n_special, we.size(1))
+    we[n_vocab + n_special:] = positions
+
+
 def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n_embd=768,
                                  path='./model/'):
-    """Loads OpenAI's pretrained weights (params_shapes.json, params_0.npy..params_9.npy)
-    into a TransformerModel, or into a model holding one as `.transformer`.
+    """Loads GPT-1's pretrained weights from the folder path into a TransformerModel, or
+    into a model holding one as `.transformer`. The folder is OpenAI's model/ folder
+    (params_shapes.json, params_0.npy..params_9.npy) or a checkpoint of transformers'
+    OpenAIGPTModel, OpenAIGPTLMHeadModel or OpenAIGPTDoubleHeadsModel (config.json and
+    model.safetensors or pytorch_model.bin, as `python download.py --from hub` fetches),
+    told apart by weights_layout.
 
-    The embedding becomes [40478 BPE tokens | n_special rows drawn N(0, 0.02) | the
-    first n_ctx positions] (n_ctx=-1: all 512; n_special=-1: none). The first n_transfer
-    blocks are loaded (at most as many as the model has); n_transfer=-1 loads nothing at
-    all, not even the embedding, as in OpenAI's train.py.
+    The embedding becomes [the BPE tokens | n_special rows drawn N(0, 0.02) | the first
+    n_ctx positions] (n_ctx=-1: all the weights have; n_special=-1: none). The first
+    n_transfer blocks are loaded (at most as many as the model has); n_transfer=-1 loads
+    nothing at all, not even the embedding, as in OpenAI's train.py. Task heads start
+    afresh, as in OpenAI's fine-tuning: a checkpoint's multiple-choice head is not loaded.
 
     The special rows come from numpy's global generator, as in OpenAI's train.py, which
     draws them even when it transfers nothing: so does this function, so that the
     training order that follows from a seed is OpenAI's for every n_transfer.
+
+    From a transformers checkpoint: tokens_embed (which OpenAIGPTDoubleHeadsModel saves
+    as lm_head.weight) gives the BPE rows, as many as bpe_rows counts, so that the
+    special rows of an export.py folder are drawn afresh too; positions_embed gives the
+    positions; and config.json must describe the model (n_embd; n_head, afn and
+    layer_norm_epsilon when blocks are loaded).
     """
     transformer = getattr(model, 'transformer', model)
+    n_special = max(n_special, 0)
     if n_transfer == -1:
-        np.random.randn(max(n_special, 0), transformer.embed.weight.size(1))
+        _special_rows(n_special, transformer.embed.weight.size(1))
         return
     if n_embd != transformer.embed.weight.size(1):
         raise ValueError(f'n_embd={n_embd} but the model is {transformer.embed.weight.size(1)} wide')
     if n_transfer < 0:
         raise ValueError(f'n_transfer={n_transfer}: expected a number of blocks, or -1 for none')
-    if not os.path.isdir(path):
-        raise _missing('folder of pretrained weights', path)
-    shapes_path = os.path.join(path, 'params_shapes.json')
-    if not os.path.isfile(shapes_path):
-        raise _missing('params_shapes.json', shapes_path)
-    with open(shapes_path) as f:
-        shapes = [tuple(s) for s in json.load(f)]
-    n_pretrained = shapes[0][0]
-    n_ctx = n_pretrained if n_ctx == -1 else n_ctx
-    n_special = max(n_special, 0)
-    if not 0 < n_ctx <= n_pretrained:
-        raise ValueError(f'n_ctx={n_ctx}: the pretrained model has {n_pretrained} positions, '
-                         f'so n_ctx must be between 1 and {n_pretrained} (or -1 for all)')
-    shard_paths = [os.path.join(path, name) for name in SHARD_NAMES]
-    for p in shard_paths:
-        if not os.path.isfile(p):
-            raise _missing(os.path.basename(p), p)
-    check_shard_total(path, shapes, {os.path.basename(p): shard_length(p) for p in shard_paths})
+    load = _load_shards if _layout(path) == 'openai' else _load_transformers
+    load(transformer, n_ctx, n_special, n_transfer, path)
 
+
+def _load_shards(transformer, n_ctx, n_special, n_transfer, path):
+    shapes = _read_shapes(path)
+    n_ctx = _resolve_n_ctx(n_ctx, shapes[0][0])
+    shard_paths = [os.path.join(path, name) for name in SHARD_NAMES]
+    check_shard_total(path, shapes, {os.path.basename(p): shard_length(p) for p in shard_paths})
     we = transformer.embed.weight
     n_vocab = shapes[1][0]
-    expected_we = (n_vocab + n_special + n_ctx, shapes[1][1])
-    if tuple(we.shape) != expected_we:
-        raise ValueError(f'embed.weight: the model has shape {tuple(we.shape)}, the weights '
-                         f'give {expected_we} ({n_vocab} tokens + n_special={n_special} + '
-                         f'n_ctx={n_ctx}); build the model with vocab={expected_we[0]}')
-    n_released = len(shapes[2:]) // 12
-    if min(n_transfer, len(transformer.h)) > n_released:
-        raise ValueError(f'n_transfer={n_transfer}: the weights in {path} hold {n_released} blocks')
-    # As TF's zip of variables and arrays: a model with fewer blocks takes the first ones.
-    names = block_param_names(n_released)[:12 * min(n_transfer, len(transformer.h))]
+    _check_embed(we, n_vocab, n_special, n_ctx, shapes[1][1])
+    names = _blocks_to_load(transformer, n_transfer, len(shapes[2:]) // 12, path)
     params = dict(transformer.named_parameters())
-    for name, shape in zip(names, shapes[2:]):
-        found = shape[1:] if name.endswith('.w') else shape  # TF conv w is [1, nx, nf]
-        if tuple(params[name].shape) != found:
-            raise ValueError(f'{name}: the model has shape {tuple(params[name].shape)}, '
-                             f'params_shapes.json gives {list(shape)}')
-
+    # TF's conv w is [1, nx, nf]
+    _check_shapes(params, {name: (shape[1:] if name.endswith('.w') else shape, shape)
+                           for name, shape in zip(names, shapes[2:])}, 'params_shapes.json')
     with torch.no_grad():
         reader = _FlatReader(shard_paths)
         positions = torch.empty(shapes[0])
         reader.read_into(positions)
         reader.read_into(we[:n_vocab])
-        # numpy's generator, as TF's train.py: the same seed gives the same rows.
-        special = (np.random.randn(n_special, n_embd) * 0.02).astype(np.float32)
-        we[n_vocab:n_vocab + n_special] = torch.from_numpy(special)
-        we[n_vocab + n_special:] = positions[:n_ctx]
+        _fill_embed_tail(we, n_vocab, n_special, positions[:n_ctx])
         for name in names:
             reader.read_into(params[name].data)
 
 
+def _load_transformers(transformer, n_ctx, n_special, n_transfer, path):
+    config = _read_config(path)
+    _check_config(config, transformer, min(n_transfer, len(transformer.h)) > 0, path)
+    names = _blocks_to_load(transformer, n_transfer, config['n_layer'], path)
+    file, state = _read_transformers_state(path)
+
+    def tensor(*candidates):
+        found = next((state[name] for name in candidates if name in state), None)
+        if found is None:
+            raise ValueError(f'{file} has no tensor {candidates[0]}: it is not a checkpoint '
+                             "of transformers' OpenAIGPT models")
+        return found
+
+    # OpenAIGPTDoubleHeadsModel saves the matrix it ties under its LM head's name.
+    tokens = tensor('tokens_embed.weight', 'lm_head.weight')
+    positions = tensor('positions_embed.weight')
+    n_ctx = _resolve_n_ctx(n_ctx, positions.size(0))
+    n_vocab = bpe_rows(path, tokens.size(0), config)
+    we = transformer.embed.weight
+    _check_embed(we, n_vocab, n_special, n_ctx, tokens.size(1))
+    given = {name: tensor(transformers_name(name)) for name in names}
+    params = dict(transformer.named_parameters())
+    _check_shapes(params, {name: (t.shape, t.shape) for name, t in given.items()}, file)
+    with torch.no_grad():
+        we[:n_vocab] = tokens[:n_vocab]
+        _fill_embed_tail(we, n_vocab, n_special, positions[:n_ctx])
+        for name, t in given.items():
+            params[name].copy_(t)
+
+
+PARAMS_FILE = 'a parameters file of this project'  # as save_params writes them
+
+
 def save_params(path, model, **meta):
-    """Writes the model's parameters and the settings that rebuild it (meta: plain
-    numbers, strings, lists and dicts of them), atomically."""
+    """Writes the model's parameters as safetensors, atomically, with the settings that
+    rebuild the model (meta: what json.dumps takes) as JSON in the file's metadata.
+    safetensors.torch.load_file reads the file alone, and nothing in it is pickled. A
+    tensor under two names (the LM decoder, tied to the embedding) is stored once, under
+    its first name; load_params restores the tie."""
+    from safetensors.torch import save  # here: importing this module needs torch and numpy only
+    tensors, tied, first = {}, {}, {}
+    for name, t in model.state_dict().items():
+        where = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
+        if t.numel() and where in first:
+            tied[name] = first[where]
+        else:
+            first[where] = name
+            tensors[name] = t.detach().cpu().contiguous()
+    data = save(tensors, metadata={'meta': json.dumps(meta), 'tied': json.dumps(tied)})
     with atomic_write(path) as f:
-        torch.save({'meta': meta, 'model': model.state_dict()}, f)
+        f.write(data)
 
 
 def load_params(path, map_location='cpu'):
-    """(meta, state_dict) from save_params; loads tensors only, never pickled code."""
-    saved = torch.load(path, map_location=map_location, weights_only=True)
-    return saved['meta'], saved['model']
+    """(meta, state_dict) from a file of save_params, on map_location; the state_dict
+    holds the tied names too, as the model's own does.
+
+    Files that earlier versions wrote with torch.save ({'meta': ..., 'model': ...}, such
+    as an existing best_params.pt) still load, through torch.load(weights_only=True):
+    tensors only, never pickled code. Raises FileNotFoundError when path does not exist,
+    and ValueError naming path when it is not such a file (truncated, garbage, or
+    another program's tensors).
+    """
+    metadata, content = _read_tensor_file(path, PARAMS_FILE, map_location)
+    if metadata is None:
+        if isinstance(content, dict) and content.keys() >= {'meta', 'model'}:
+            return content['meta'], content['model']
+    elif 'meta' in metadata:
+        for name, first in json.loads(metadata.get('tied', '{}')).items():
+            content[name] = content[first]
+        return json.loads(metadata['meta']), content
+    raise ValueError(f'{path} is not {PARAMS_FILE} (it holds no settings)')
+
+
+# What train.py --submit records beside the parameters, enough to rebuild the model.
+TRAINED_META = ('cfg', 'n_vocab', 'n_special', 'n_ctx')
+
+
+def load_trained_params(path, map_location='cpu'):
+    """load_params(path) of a file that train.py --submit wrote: raises ValueError when
+    its settings lack one of TRAINED_META."""
+    meta, state = load_params(path, map_location)
+    absent = [key for key in TRAINED_META if key not in meta]
+    if absent:
+        raise ValueError(f'{path} lacks the settings {absent}: it was not written by '
+                         'train.py --submit')
+    return meta, state

@@ -4,9 +4,11 @@ import http.server
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -79,7 +81,6 @@ def no_proxy(monkeypatch):
                 'ALL_PROXY'):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv('no_proxy', '127.0.0.1')
-    monkeypatch.setattr(download, 'TIMEOUT', 5)
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ def assert_identical(server, dest):
 
 
 def fetch(server, dest, **kw):
-    return download.download_openai_model(dest, server.url, verbose=False, **kw)
+    return download.download_openai_model(dest, server.url, verbose=False, timeout=5, **kw)
 
 
 def write_part(dest, name, data):
@@ -276,3 +277,79 @@ def test_cli_reports_errors_without_traceback(server, dest):
     assert done.returncode == 1
     assert 'Traceback' not in done.stderr
     assert server.url + 'nowhere/encoder_bpe_40000.json' in done.stderr
+
+
+@pytest.fixture
+def stalled_url():
+    """A server that accepts connections (the kernel completes them for the listening
+    socket) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(8)
+        yield f'http://127.0.0.1:{listener.getsockname()[1]}/model/'
+
+
+def test_stalled_server_fails_after_the_timeout_naming_the_url(stalled_url, dest, capsys):
+    start = time.monotonic()
+    with pytest.raises(download.DownloadError) as err:
+        download.download_openai_model(dest, stalled_url, retries=2, timeout=0.3)
+    elapsed = time.monotonic() - start
+    assert 0.85 < elapsed < 5  # three tries of 0.3 s each, then the error
+    url = stalled_url + 'encoder_bpe_40000.json'
+    assert url in str(err.value) and 'no answer for 0.3 s' in str(err.value)
+    tries = capsys.readouterr().err.splitlines()
+    assert tries == [f'{url}: no answer for 0.3 s; trying again ({i} of 2)' for i in (1, 2)]
+
+
+def test_default_timeouts_end_a_stall_within_a_minute():
+    assert (download.RETRIES + 1) * download.TIMEOUT <= 60
+
+
+def fake_hub(calls, fail=None):
+    """huggingface_hub.hf_hub_download writing a stand-in of each file into local_dir."""
+    def hf_hub_download(repo_id, filename, local_dir=None):
+        calls.append((repo_id, filename))
+        if filename == fail:
+            raise OSError('offline')
+        path = os.path.join(local_dir, filename)
+        os.makedirs(local_dir, exist_ok=True)
+        with open(path, 'w') as f:
+            f.write('{}')
+        return path
+    return hf_hub_download
+
+
+def test_from_hub_fetches_transformers_files(monkeypatch, dest, capsys):
+    huggingface_hub = pytest.importorskip('huggingface_hub')
+    calls = []
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', fake_hub(calls))
+    download.main(['--from', 'hub', '--model_dir', dest])
+    files = ['config.json', 'model.safetensors', 'vocab.json', 'merges.txt']
+    assert calls == [('openai-community/openai-gpt', name) for name in files]
+    assert sorted(os.listdir(dest)) == sorted(files)
+    assert f'all 4 files are in {dest}' in capsys.readouterr().out
+    assert download.vocabulary_paths(dest) == (os.path.join(dest, 'vocab.json'),
+                                               os.path.join(dest, 'merges.txt'))
+
+
+def test_from_hub_failure_names_the_file(monkeypatch, dest):
+    huggingface_hub = pytest.importorskip('huggingface_hub')
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download',
+                        fake_hub([], fail='model.safetensors'))
+    with pytest.raises(SystemExit, match='could not download model.safetensors of '
+                                         r'openai-community/openai-gpt .*\(offline\)'):
+        download.main(['--from', 'hub', '--model_dir', dest])
+
+
+def test_from_hub_without_huggingface_hub(monkeypatch, dest):
+    monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # import fails
+    with pytest.raises(SystemExit) as err:
+        download.main(['--from', 'hub', '--model_dir', dest])
+    assert 'pip install huggingface_hub' in err.value.code  # a message: exit status 1
+    assert not os.path.exists(dest)
+
+
+def test_from_hub_takes_no_base_url(dest, capsys):
+    with pytest.raises(SystemExit) as err:
+        download.main(['--from', 'hub', '--base_url', 'http://example.com/', '--model_dir', dest])
+    assert err.value.code == 2 and '--base_url is for --from openai' in capsys.readouterr().err

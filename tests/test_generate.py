@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import export
 import generate
 from conftest import REPO
 from model_pytorch import Config, DoubleHeadModel, save_params
@@ -36,7 +38,7 @@ def double_head():
 
 @pytest.fixture(scope='module')
 def checkpoint(double_head, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('save') / 'best_params.pt')
+    path = str(tmp_path_factory.mktemp('save') / 'best_params.safetensors')
     save_params(path, double_head, cfg=dict(CFG), n_vocab=N_VOCAB, n_special=N_SPECIAL,
                 n_ctx=N_CTX, clf_token=CLF_TOKEN, task_head_type='multiple_choice')
     return path
@@ -172,7 +174,7 @@ def test_pretrained_weights_load_from_model_dir(tmp_path):
 
 
 def test_missing_files_say_how_to_get_them(tmp_path, checkpoint):
-    missing = str(tmp_path / 'best_params.pt')
+    missing = str(tmp_path / 'best_params.safetensors')
     with pytest.raises(FileNotFoundError, match='train.py') as err:
         generate.load_lm(missing)
     assert missing in str(err.value)
@@ -221,3 +223,48 @@ def test_cli_errors(checkpoint, vocab, tmp_path):
 def test_decode_turns_word_ends_into_spaces():
     decoder = dict(enumerate(PIECES))
     assert generate.decode(decoder, [16, 10, 13, 17]) == 'abc f ab'
+
+
+def test_cli_samples_from_a_hub_style_folder_with_its_vocabulary(checkpoint, vocab, tmp_path,
+                                                                 capsys):
+    """export.py's folder (transformers' layout, vocab.json and merges.txt) as --model_dir,
+    no --encoder_path or --bpe_path: the same text as from the checkpoint, whose special
+    tokens are masked anyway."""
+    folder = str(tmp_path / 'hub')
+    export.export(checkpoint, folder, *vocab)
+    generate.main(cli_args(checkpoint, vocab))
+    expected = capsys.readouterr().out.splitlines()[-1]
+    generate.main(['ab c bad', '--model_dir', folder, '--length', '7', '--seed', '3',
+                   '--device', 'cpu'])
+    assert capsys.readouterr().out.splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize('damage', [lambda data: data[:len(data) // 2],
+                                    lambda data: b'<html>rate limited</html>'],
+                         ids=['truncated', 'garbage'])
+def test_cli_names_a_broken_checkpoint_in_one_line(checkpoint, vocab, tmp_path, damage):
+    broken = tmp_path / 'best_params.safetensors'
+    with open(checkpoint, 'rb') as f:
+        broken.write_bytes(damage(f.read()))
+    done = subprocess.run([sys.executable, 'generate.py', *cli_args(str(broken), vocab)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert re.fullmatch(f'generate.py: {re.escape(str(broken))} is not a parameters file of '
+                        r'this project \(Error while deserializing header: [^\n]+\)\n',
+                        done.stderr)
+
+
+def test_cli_warns_of_prompt_characters_outside_the_vocabulary(checkpoint, vocab, capsys):
+    generate.main(cli_args(checkpoint, vocab)[1:] + ['Ab zq c'])
+    out, err = capsys.readouterr()
+    assert out.startswith('Ab zq c ')
+    assert err.splitlines() == ["generate.py: warning: the vocabulary lacks 'q', 'z' of the "
+                                "prompt: the model reads each as token 0 ('a'), not as typed"]
+    generate.main(cli_args(checkpoint, vocab))
+    assert capsys.readouterr().err == ''
+
+
+def test_cli_caps_length(checkpoint, vocab):
+    with pytest.raises(SystemExit, match=f'--length 100000000: this command samples at most '
+                                         f'{generate.MAX_LENGTH} tokens'):
+        generate.main(cli_args(checkpoint, vocab, '--length', '100000000'))

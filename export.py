@@ -1,0 +1,138 @@
+"""Writes parameters fine-tuned by train.py as a checkpoint of transformers' OpenAIGPT
+models, for the tools that read those.
+
+    python export.py --checkpoint save/rocstories/best_params.safetensors --out gpt-roc \\
+        [--encoder_path model/encoder_bpe_40000.json --bpe_path model/vocab_40000.bpe]
+
+The folder holds model.safetensors and config.json, and, when the vocabulary is given,
+its copies under the Hub's names, vocab.json and merges.txt. transformers'
+OpenAIGPTDoubleHeadsModel, OpenAIGPTLMHeadModel and OpenAIGPTModel load it with
+from_pretrained(folder); load_openai_pretrained_model takes it as pretrained weights.
+
+- tokens_embed: the n_vocab BPE tokens, then the n_special special tokens (train.py's
+  _start_, _delimiter_, _classify_), so config.json's vocab_size is n_vocab + n_special.
+  config.json also records n_special, which transformers ignores and
+  load_openai_pretrained_model reads when the folder has no vocab.json.
+- positions_embed: the n_ctx positions the model was fine-tuned with (n_positions).
+- A multiple-choice task head becomes multiple_choice_head.summary. This model pools
+  each choice at its first classify token: give transformers that position as
+  mc_token_ids. The other task heads (similarity, classification) have no counterpart
+  in transformers' OpenAIGPT models: the body and LM head are written, and one line says
+  that the task head was not.
+"""
+import argparse
+import json
+import os
+import sys
+
+from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, block_param_names,
+                           load_trained_params, transformers_name)
+from utils import atomic_write
+
+
+def transformers_state(state, meta):
+    """Our state_dict as transformers names it: the body under 'transformer.', and the
+    multiple-choice head when the model has one. transformers ties its LM head to
+    tokens_embed as we do, so the LM head is not written."""
+    n_tokens = meta['n_vocab'] + meta['n_special']
+    we = state['transformer.embed.weight']
+    if we.size(0) != n_tokens + meta['n_ctx']:
+        raise ValueError(f'the embedding has {we.size(0)} rows, the settings say '
+                         f"{meta['n_vocab']} tokens + {meta['n_special']} special + "
+                         f"{meta['n_ctx']} positions")
+    # safetensors refuses tensors that share memory: each slice gets its own copy
+    tensors = {'transformer.tokens_embed.weight': we[:n_tokens].clone(),
+               'transformer.positions_embed.weight': we[n_tokens:].clone()}
+    for name in block_param_names(meta['cfg']['n_layer']):
+        tensors['transformer.' + transformers_name(name)] = state['transformer.' + name]
+    if meta.get('task_head_type') == 'multiple_choice':
+        tensors['multiple_choice_head.summary.weight'] = state['task_head.linear.weight']
+        tensors['multiple_choice_head.summary.bias'] = state['task_head.linear.bias']
+    return tensors
+
+
+def transformers_config(meta, multiple_choice):
+    """config.json for transformers' OpenAIGPTConfig."""
+    cfg = meta['cfg']
+    return dict(
+        architectures=['OpenAIGPTDoubleHeadsModel' if multiple_choice else 'OpenAIGPTLMHeadModel'],
+        model_type='openai-gpt', vocab_size=meta['n_vocab'] + meta['n_special'],
+        n_special=meta['n_special'], n_positions=meta['n_ctx'], n_embd=cfg['n_embd'],
+        n_layer=cfg['n_layer'], n_head=cfg['n_head'], afn=cfg['afn'],
+        layer_norm_epsilon=1e-5,  # model_pytorch.LayerNorm's
+        resid_pdrop=cfg['resid_pdrop'], embd_pdrop=cfg['embd_pdrop'],
+        attn_pdrop=cfg['attn_pdrop'], initializer_range=0.02, tie_word_embeddings=True,
+        # The multiple-choice head: one logit per choice, a linear layer on the hidden
+        # state at mc_token_ids after dropout clf_pdrop, as MultipleChoiceHead.
+        summary_type='cls_index', summary_use_proj=True, summary_proj_to_labels=True,
+        summary_activation=None, summary_first_dropout=cfg['clf_pdrop'],
+        id2label={'0': 'LABEL_0'}, label2id={'LABEL_0': 0})
+
+
+def _write(path, data):
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
+
+
+def _read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def _tokenizer_files(out, encoder_path, bpe_path, n_vocab):
+    """OpenAI's vocabulary, checked against the model, as the Hub names it; the Hub's
+    merges.txt is vocab_40000.bpe, version header line included."""
+    encoder = _read(encoder_path)
+    n_tokens = len(json.loads(encoder))
+    if n_tokens != n_vocab:
+        raise ValueError(f'{encoder_path} holds {n_tokens} tokens but the model was trained '
+                         f'with {n_vocab}: pass the vocabulary train.py used')
+    return {os.path.join(out, HF_VOCAB): encoder, os.path.join(out, HF_MERGES): _read(bpe_path)}
+
+
+def export(checkpoint, out, encoder_path=None, bpe_path=None):
+    """Writes the parameters in `checkpoint`, from train.py --submit, as a transformers
+    checkpoint in the folder out, each file atomically; returns the paths written. With
+    encoder_path and bpe_path (the vocabulary train.py used), their copies go alongside
+    as vocab.json and merges.txt."""
+    if (encoder_path is None) != (bpe_path is None):
+        raise ValueError('give both encoder_path and bpe_path, or neither')
+    meta, state = load_trained_params(checkpoint)
+    head = meta.get('task_head_type')
+    multiple_choice = head == 'multiple_choice'
+    if head is not None and not multiple_choice:
+        print(f"export.py: task head {head!r} not exported, transformers' OpenAIGPT models "
+              'have a multiple-choice head only; the body and LM head are')
+    files = {}
+    if encoder_path is not None:
+        files.update(_tokenizer_files(out, encoder_path, bpe_path, meta['n_vocab']))
+    from safetensors.torch import save  # imported here, as in model_pytorch
+    files[os.path.join(out, HF_WEIGHTS[0])] = save(transformers_state(state, meta),
+                                                   metadata={'format': 'pt'})
+    # config.json last: with it, the folder counts as a checkpoint (weights_layout)
+    files[os.path.join(out, HF_CONFIG)] = json.dumps(
+        transformers_config(meta, multiple_choice), indent=2).encode()
+    return [_write(path, data) for path, data in files.items()]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--checkpoint', required=True,
+                   help='parameters from train.py --submit, e.g. '
+                        'save/rocstories/best_params.safetensors')
+    p.add_argument('--out', required=True, help='the folder to write')
+    p.add_argument('--encoder_path', help="the vocabulary train.py used, e.g. "
+                   "model/encoder_bpe_40000.json, copied as vocab.json")
+    p.add_argument('--bpe_path', help='its BPE merges, e.g. model/vocab_40000.bpe, copied as '
+                   'merges.txt')
+    args = p.parse_args(argv)
+    try:
+        written = export(args.checkpoint, args.out, args.encoder_path, args.bpe_path)
+    except (OSError, ValueError) as err:
+        sys.exit(f'export.py: {err}')
+    print(f'wrote {", ".join(written)}')
+
+
+if __name__ == '__main__':
+    main()
