@@ -27,7 +27,8 @@ except ImportError:  # Windows: runs are not locked there
 RESUMABLE_CHANGES = {'desc', 'log_dir', 'save_dir', 'data_dir', 'submission_dir', 'submit',
                      'analysis', 'resume', 'overwrite', 'save_every', 'keep_checkpoints',
                      'device', 'cache_dir', 'download', 'model_dir', 'encoder_path',
-                     'bpe_path', 'smoke', 'n_batch_eval'}
+                     'bpe_path', 'smoke', 'n_batch_eval', 'train_file', 'valid_file',
+                     'test_file'}
 
 
 class RunError(Exception):
@@ -140,7 +141,7 @@ class RunFolder:
         self.log = os.path.join(args.log_dir, f'{args.desc}.jsonl')
         self.curves = os.path.splitext(self.log)[0] + '.png'
         self.save_dir = os.path.join(args.save_dir, args.desc)
-        self.best = os.path.join(self.save_dir, 'best_params.pt')
+        self.best = os.path.join(self.save_dir, 'best_params.safetensors')
         self.submission_dir = os.path.join(args.submission_dir, args.desc)
         self.checkpoints = Checkpoints(os.path.join(self.save_dir, 'checkpoints'),
                                        args.keep_checkpoints)

@@ -31,9 +31,9 @@ import datasets
 import tasks
 from checkpoints import (Interrupted, Progress, RunError, RunFolder, check_finite,
                          check_settings, rng_state, set_rng_state, settings)
-from download import DownloadError, download_openai_model, missing_files
-from model_pytorch import (SHARD_NAMES, Config, DoubleHeadModel, load_openai_pretrained_model,
-                           load_params, save_params)
+from download import DownloadError, download_openai_model, vocabulary_paths
+from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
+                           save_params, weights_layout)
 from opt import OpenAIAdam
 from utils import ResultLogger, file_digest
 
@@ -69,6 +69,14 @@ def real(within, want):
     return parse
 
 
+def columns(text):
+    """An argparse type: comma-separated column names."""
+    names = tuple(name.strip() for name in text.split(','))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f'expected column names separated by commas, got {text!r}')
+    return names
+
+
 PROBABILITY = real(lambda v: 0 <= v < 1, 'a probability in [0, 1)')
 NON_NEGATIVE = real(lambda v: v >= 0, 'a number >= 0')
 
@@ -77,7 +85,8 @@ def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
     # OpenAI's flags and defaults
     p.add_argument('--desc', type=str, default=None, help='names the run (default: --dataset)')
-    p.add_argument('--dataset', type=str, default='rocstories', choices=sorted(tasks.TASKS))
+    p.add_argument('--dataset', type=str, default='rocstories', choices=sorted(tasks.TASKS) + ['csv'],
+                   help='a task of the paper, or csv: your own files (below)')
     p.add_argument('--log_dir', type=str, default='log/')
     p.add_argument('--save_dir', type=str, default='save/')
     p.add_argument('--data_dir', type=str, default='data/')
@@ -105,8 +114,10 @@ def parse_args(argv=None):
     p.add_argument('--afn', type=str, default='gelu', choices=['gelu', 'relu', 'swish'])
     p.add_argument('--lr_schedule', type=str, default='warmup_linear',
                    choices=['warmup_linear', 'warmup_cosine', 'warmup_constant'])
-    p.add_argument('--encoder_path', type=str, default='model/encoder_bpe_40000.json')
-    p.add_argument('--bpe_path', type=str, default='model/vocab_40000.bpe')
+    p.add_argument('--encoder_path', type=str, default=None,
+                   help='default: encoder_bpe_40000.json, or the Hub\'s vocab.json, in --model_dir')
+    p.add_argument('--bpe_path', type=str, default=None,
+                   help='default: vocab_40000.bpe, or the Hub\'s merges.txt, in --model_dir')
     p.add_argument('--n_transfer', type=count(-1), default=12,
                    help='pretrained blocks to load; -1 trains from scratch with no weights')
     p.add_argument('--lm_coef', type=NON_NEGATIVE, default=0.5)
@@ -123,7 +134,8 @@ def parse_args(argv=None):
     p.add_argument('--update_batch', type=count(1), default=None,
                    help="examples per optimizer update, over all devices (default 32, the paper's)")
     p.add_argument('--n_batch_eval', type=count(1), default=32, help='examples per evaluation pass')
-    p.add_argument('--model_dir', type=str, default='model/', help="OpenAI's weight shards")
+    p.add_argument('--model_dir', type=str, default='model/',
+                   help="OpenAI's model/ folder, or a transformers checkpoint of OpenAIGPT")
     p.add_argument('--download', action='store_true',
                    help="fetch OpenAI's model/ folder into --model_dir first")
     p.add_argument('--cache_dir', type=str, default='cache/', help='encoded datasets')
@@ -142,6 +154,17 @@ def parse_args(argv=None):
                    help="delete the files of an earlier run of this --desc and start afresh")
     p.add_argument('--smoke', action='store_true',
                    help='run the whole pipeline on a tiny generated dataset and model')
+    own = p.add_argument_group('--dataset csv: your own data, CSV or TSV (by extension) with a '
+                               'header row')
+    own.add_argument('--train_file', help='training examples, labelled')
+    own.add_argument('--valid_file', help='validation examples, labelled')
+    own.add_argument('--test_file', help='examples to predict (--submit writes predictions.tsv)')
+    own.add_argument('--text_columns', type=columns,
+                     help='the text column, or two joined as a pair (premise,hypothesis); with '
+                          '--choice_columns, the context')
+    own.add_argument('--label_column', help='the class, or the right choice (name or 0-based place)')
+    own.add_argument('--choice_columns', type=columns, default=(),
+                     help='multiple choice: the answer columns, e.g. ending1,ending2')
     args = p.parse_args(argv)
     check_args(p, args)
     return args
@@ -150,6 +173,8 @@ def parse_args(argv=None):
 def check_args(p, args):
     """What the flags must agree on, checked before any work."""
     args.desc = args.desc or args.dataset
+    found_encoder, found_bpe = vocabulary_paths(args.model_dir)
+    args.encoder_path, args.bpe_path = args.encoder_path or found_encoder, args.bpe_path or found_bpe
     if args.n_gpu is not None:
         implied = args.n_batch * args.n_gpu
         if args.update_batch not in (None, implied):
@@ -159,6 +184,11 @@ def check_args(p, args):
     args.update_batch = args.update_batch or 32
     if args.n_embd % args.n_head:
         p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
+    if args.dataset == 'csv':
+        need = ('train_file', 'valid_file', 'text_columns', 'label_column')
+        missing = [f'--{name}' for name in need if not getattr(args, name)]
+        if missing:
+            p.error(f'--dataset csv needs {", ".join(missing)}')
     if args.resume and args.overwrite:
         p.error('--resume continues the earlier run, --overwrite deletes it: give one')
     if not re.fullmatch(r'[\w.-]+', args.desc) or args.desc.startswith('.'):
@@ -360,16 +390,19 @@ class Trainer:
 
 
 def check_model_files(args):
-    """Names every missing file of OpenAI's model/ folder this run needs: the vocabulary
-    always, the weight shards unless training from scratch."""
+    """Names every missing file this run needs: the vocabulary always, the weights
+    (OpenAI's shards or a transformers checkpoint) unless training from scratch."""
     missing = [p for p in (args.encoder_path, args.bpe_path) if not os.path.isfile(p)]
+    layout = None
     if args.n_transfer != -1:
-        missing += [os.path.join(args.model_dir, f) for f in missing_files(args.model_dir)
-                    if f in SHARD_NAMES or f == 'params_shapes.json']
+        layout, missing_weights = weights_layout(args.model_dir)
+        missing += missing_weights
     if missing:
+        also = '' if layout else (' (or a transformers checkpoint there: config.json and '
+                                  'model.safetensors, `python download.py --from hub`)')
         raise RunError(
-            f"missing: {', '.join(missing)}. These are OpenAI's pretrained model files, the "
-            "model/ folder of https://github.com/openai/finetune-transformer-lm: run "
+            f"missing: {', '.join(missing)}{also}. These are OpenAI's pretrained model files, "
+            "the model/ folder of https://github.com/openai/finetune-transformer-lm: run "
             "`python download.py` (or add --download), or, for the weights, train from "
             "scratch with --n_transfer -1.")
 
@@ -377,10 +410,14 @@ def check_model_files(args):
 def load_task(args, dd):
     """The task's splits, encoded and with labels as arrays, and the digest of their
     texts (a checkpoint must agree with it)."""
-    task = tasks.TASKS[args.dataset]
-    if not os.path.isdir(args.data_dir):
-        raise RunError(f'--data_dir {args.data_dir} is not a folder. {task.source}')
     try:
+        if args.dataset == 'csv':
+            task = tasks.csv_task(args.train_file, args.valid_file, args.test_file,
+                                  args.text_columns, args.label_column, args.choice_columns)
+        else:
+            task = tasks.TASKS[args.dataset]
+            if not os.path.isdir(args.data_dir):
+                raise RunError(f'--data_dir {args.data_dir} is not a folder. {task.source}')
         splits = task.load(args.data_dir, args.n_valid)
     except (OSError, ValueError) as err:
         raise RunError(err) from None

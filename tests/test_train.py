@@ -88,7 +88,7 @@ def test_end_to_end_on_tiny_stories_against_plain_recomputation(tiny_run, capsys
         assert printed in out
         group = state['optimizer']['param_groups'][0]
         assert group['t_total'] == (32 // 8) * 2 and group['t'] == e['n_updates']
-    best_meta, best_state = load_params(tmp / 'save' / 'tiny' / 'best_params.pt')
+    best_meta, best_state = load_params(tmp / 'save' / 'tiny' / 'best_params.safetensors')
     with torch.no_grad():
         test_logits = plain_model(best_meta, best_state)(
             openai_inputs(teX1, teX2, teX3, *vocab, best_meta['n_ctx']))[1]
@@ -111,7 +111,7 @@ def test_loads_synthetic_openai_shards(tiny_run):
     arrays = write_shards(tmp / 'model', published_shapes(n_layer=2, n_embd=16, n_vocab=100, n_ctx=128))
     train.main(argv + ['--desc', 'shards', '--n_transfer', '1', '--model_dir', str(tmp / 'model'),
                        '--encoder_path', encoder_path, '--n_iter', '1', '--submit', '--lr', '0'])
-    _, state = load_params(tmp / 'save' / 'shards' / 'best_params.pt')
+    _, state = load_params(tmp / 'save' / 'shards' / 'best_params.safetensors')
     # lr 0: the saved parameters are the loaded ones
     np.testing.assert_array_equal(state['transformer.embed.weight'][:100].numpy(), arrays[1])
     np.testing.assert_array_equal(state['transformer.h.0.attn.c_attn.w'].numpy(), arrays[2][0])
@@ -163,7 +163,7 @@ def test_on_the_real_csvs(tmp_path, capsys):
     longest = max(len(s[:254]) + max(len(e1[:254]), len(e2[:254]))
                   for X1, X2, X3 in (train_split, dev, test)
                   for s, e1, e2 in zip(*(enc.encode(X, verbose=False) for X in (X1, X2, X3))))
-    meta, _ = load_params(tmp_path / 'save' / 'real' / 'best_params.pt')
+    meta, _ = load_params(tmp_path / 'save' / 'real' / 'best_params.safetensors')
     assert meta['n_ctx'] == longest + 3 and f'n_ctx {longest + 3};' in out
 
 
@@ -213,7 +213,7 @@ def test_a_tie_keeps_the_first_best_parameters(tiny_run, monkeypatch):
     tmp, argv = tiny_run
     monkeypatch.setattr('tasks.score', lambda task, preds, labels, group=None: {'acc': 50.0})
     train.main(argv + ['--desc', 'tie', '--submit', '--n_iter', '3', '--keep_checkpoints', '3'])
-    _, best = load_params(tmp / 'save' / 'tie' / 'best_params.pt')
+    _, best = load_params(tmp / 'save' / 'tie' / 'best_params.safetensors')
     ckpts = sorted((tmp / 'save' / 'tie' / 'checkpoints').glob('update_*.pt'))
     first, last = (torch.load(p, weights_only=True)['model'] for p in (ckpts[0], ckpts[-1]))
     assert ckpts[0].name == 'update_00000004.pt'
