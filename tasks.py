@@ -82,6 +82,19 @@ def reading_comprehension(fields, sp, n_ctx):
                             [sp.classify])) for answer in answers]
 
 
+def multiple_choice(fields, sp, n_ctx):
+    """A user's multiple choice (--dataset csv): [start] context [delimiter] choice
+    [classify] for each choice; the choices stay whole and the context is cut from its
+    start, keeping the end that leads into the choices (only a choice longer than n_ctx
+    is cut)."""
+    context, *choices = fields
+    room = n_ctx - 3
+    choices = [choice[:room] for choice in choices]
+    context = context[max(0, len(context) + max(len(c) for c in choices) - room):]
+    return [np.concatenate(([sp.start], context, [sp.delimiter], choice, [sp.classify]))
+            for choice in choices]
+
+
 def every_split(loader):
     """A loader of datasets.py as Task.load: all its splits; n_valid is ROCStories' only."""
     return lambda data_dir, n_valid: loader(data_dir)
@@ -136,6 +149,48 @@ TASKS = {
     'race': Task('RACE', every_split(datasets.race), datasets.RACE_SOURCE, reading_comprehension,
                  'multiple_choice', ('acc',), {'test': 'RACE.tsv'}, L['race']),
 }
+
+
+def csv_task(train_file, valid_file, test_file, text_columns, label_column,
+             choice_columns=()):
+    """--dataset csv, read here: a user's files with a header row (CSV, or TSV by the
+    extension .tsv). One text column: classification; two: a pair, in the entailment
+    form; with choice columns: multiple choice, the text columns joined as the context
+    and the label naming the right choice by its column name or 0-based place. The
+    classes are the training file's labels, sorted; a test file needs no labels."""
+    if not choice_columns and len(text_columns) not in (1, 2):
+        raise ValueError(f'--text_columns: expected one column or a pair, found '
+                         f'{len(text_columns)} (with --choice_columns, any number)')
+    columns = list(text_columns) + list(choice_columns)
+    files = {'train': train_file, 'dev': valid_file, 'test': test_file}
+    splits = {name: datasets.user_csv(path, columns, None if name == 'test' else label_column)
+              for name, path in files.items() if path}
+    if choice_columns:  # the text columns make one context
+        n = len(text_columns)
+        splits = {name: split._replace(fields=([' '.join(texts) for texts in zip(*split.fields[:n])],
+                                               *split.fields[n:]))
+                  for name, split in splits.items()}
+    classes = tuple(choice_columns) or tuple(sorted(set(splits['train'].labels)))
+    for name in ('train', 'dev'):
+        labels = class_ids(splits[name].labels, classes, files[name], bool(choice_columns))
+        splits[name] = splits[name]._replace(labels=labels)
+    transform = multiple_choice if choice_columns else (classification, entailment)[len(columns) - 1]
+    head = 'multiple_choice' if choice_columns else ('classification', len(classes))
+    return Task('CSV', lambda data_dir, n_valid: splits,
+                'your own files: --train_file, --valid_file and --test_file', transform, head,
+                ('acc',), {'test': 'predictions.tsv'} if test_file else {}, classes)
+
+
+def class_ids(labels, classes, path, by_place=False):
+    """Labels as ids into classes; with by_place, a label may also be a class's 0-based
+    place (a choice named by its number)."""
+    ids = {str(i): i for i in range(len(classes))} if by_place else {}
+    ids.update({c: i for i, c in enumerate(classes)})
+    unknown = sorted(set(labels) - set(ids))
+    if unknown:
+        raise ValueError(f'{path}: labels {unknown[:5]} are not among {list(classes)}, the '
+                         f'{"choices" if by_place else "classes of the training file"}')
+    return [ids[label] for label in labels]
 
 
 def loss_compute(task, lm_coef):

@@ -172,8 +172,8 @@ def write_checkpoint(path, version, monkeypatch):
 
 def write_params(path, version, monkeypatch):
     from model_pytorch import save_params
-    if version == 2:
-        monkeypatch.setattr(torch, 'save', crash_after_partial_write)
+    if version == 2:  # safetensors serializes to bytes first: fail as the disk fills up
+        monkeypatch.setattr(os, 'fsync', lambda fd: crash_after_partial_write(os.fdopen(os.dup(fd), 'wb')))
     save_params(path, torch.nn.Linear(2, 2), version=version)
 
 
@@ -207,7 +207,7 @@ def write_cache_entry(path, version, monkeypatch):
 
 
 @pytest.mark.parametrize('write, name', [
-    (write_checkpoint, 'update_00000001.pt'), (write_params, 'best_params.pt'),
+    (write_checkpoint, 'update_00000001.pt'), (write_params, 'best_params.safetensors'),
     (write_submission, 'ROCStories.tsv'), (write_curves, 'run.png'),
     (write_cache_entry, 'entry.npz')])
 def test_a_writer_crashed_mid_write_leaves_the_previous_file(tmp_path, monkeypatch, write, name):
