@@ -40,35 +40,57 @@ def csv_path(data_dir, name):
 def read_stories(path):
     """(stories, endings 1, endings 2, labels) of one CSV, labels 0/1 or None when the
     file has no AnswerRightEnding column. The header row is skipped, as OpenAI did."""
+    try:
+        return _read_stories(path)
+    except UnicodeDecodeError:
+        for _ in read_lines(path):  # names the line of the first byte that is not UTF-8
+            pass
+        raise
+
+
+def _read_stories(path):
     # Default newline handling, as OpenAI's loader opened the file: it decides how a line
     # break inside a quoted field reads, and so the ids.
     with open(path, encoding='utf-8') as f:
         rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or len(header) not in (N_UNLABELLED, N_LABELLED):
-            raise ValueError(f'{path}, line 1: expected a header of {N_UNLABELLED} or '
-                             f'{N_LABELLED} columns (InputStoryid, 4 sentences, 2 endings, '
-                             f'AnswerRightEnding where labelled), found '
-                             f'{0 if header is None else len(header)}')
-        labelled = len(header) == N_LABELLED
-        stories, endings1, endings2, labels = [], [], [], []
+        labelled = check_header(next(rows, None), path)
+        stories, endings1, endings2, labels, lines = [], [], [], [], {}
         for row in rows:
             check_row(row, labelled, path, rows.line_num)
+            if row[0] in lines:
+                raise ValueError(f'{path}, line {rows.line_num}: story {row[0]!r} again, first '
+                                 f'on line {lines[row[0]]}; remove one of them')
+            lines[row[0]] = rows.line_num
             stories.append(' '.join(row[1:5]))
             endings1.append(row[5])
             endings2.append(row[6])
             if labelled:
                 labels.append(int(row[7]) - 1)
+    if not stories:
+        raise ValueError(f'{path} holds a header but no stories')
     return stories, endings1, endings2, (labels if labelled else None)
+
+
+def check_header(header, path):
+    """Whether the file is labelled, from a header that must name the Story Cloze
+    columns, AnswerRightEnding last where labelled."""
+    if header in (CSV_HEADER, CSV_HEADER[:N_UNLABELLED]):
+        return len(header) == N_LABELLED
+    missing = [c for c in CSV_HEADER[:N_UNLABELLED] if c not in (header or [])]
+    found = 'an empty file' if header is None else ', '.join(header)
+    raise ValueError(f'{path}, line 1: expected the header {", ".join(CSV_HEADER)} '
+                     f'(AnswerRightEnding only where labelled), found {found}'
+                     + (f'; it lacks {", ".join(missing)}' if missing and header else ''))
 
 
 def check_row(row, labelled, path, line):
     expected = N_LABELLED if labelled else N_UNLABELLED
     if len(row) != expected:
-        columns = 'InputStoryid, 4 sentences, 2 endings' + (', AnswerRightEnding' if labelled
-                                                             else '')
-        raise ValueError(f'{path}, line {line}: expected {expected} fields ({columns}), '
-                         f'found {len(row)}')
+        raise ValueError(f'{path}, line {line}: expected {expected} fields '
+                         f'({", ".join(CSV_HEADER[:expected])}), found {len(row)}')
+    empty = [column for column, value in zip(CSV_HEADER, row) if not value.strip()]
+    if empty:
+        raise ValueError(f'{path}, line {line}: {", ".join(empty)} is empty')
     if labelled and row[7].strip() not in ('1', '2'):
         raise ValueError(f'{path}, line {line}: AnswerRightEnding must be 1 or 2, '
                          f'found {row[7]!r}')
@@ -85,6 +107,9 @@ def rocstories(data_dir, n_train=1497, n_valid=374):
     if ys is None:
         raise ValueError(f'{val_path}: expected the AnswerRightEnding column in its header')
     teX1, teX2, teX3, _ = read_stories(csv_path(data_dir, TEST_NAME))
+    if not 0 < n_valid < len(storys):
+        raise ValueError(f'--n_valid {n_valid}: {val_path} holds {len(storys)} stories, so '
+                         f'between 1 and {len(storys) - 1} can be held out for validation')
     (trX1, vaX1, trX2, vaX2, trX3, vaX3, trY, vaY) = train_test_split(
         storys, comps1, comps2, ys, test_size=n_valid, random_state=seed)
     return ((trX1, trX2, trX3, np.asarray(trY, dtype=np.int32)),

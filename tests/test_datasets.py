@@ -76,7 +76,7 @@ def test_line_numbers_count_lines_inside_quoted_fields(data_dir):
         rocstories_test_labels(data_dir)
 
 
-@pytest.mark.parametrize('label', ['3', 'x', ''])
+@pytest.mark.parametrize('label', ['3', 'x', '1.0'])
 def test_label_outside_one_two(data_dir, label):
     write(data_dir / VAL, [row(0), row(1, label)])
     with pytest.raises(ValueError, match=f'line 3: AnswerRightEnding must be 1 or 2, '
@@ -86,14 +86,45 @@ def test_label_outside_one_two(data_dir, label):
 
 def test_bad_header_and_empty_file(data_dir):
     write(data_dir / VAL, [row(0)], header=HEADER[:5])
-    with pytest.raises(ValueError, match='line 1: expected a header of 7 or 8 columns'):
+    with pytest.raises(ValueError, match='line 1: expected the header InputStoryid, .*found '
+                                         'InputStoryid, .*, InputSentence4; it lacks '
+                                         'RandomFifthSentenceQuiz1, RandomFifthSentenceQuiz2$'):
+        rocstories(data_dir)
+    # a missing second ending is named, not taken for an unlabelled file
+    write(data_dir / VAL, [row(0)[:7]], header=HEADER[:6] + HEADER[7:])
+    with pytest.raises(ValueError, match='it lacks RandomFifthSentenceQuiz2$'):
         rocstories(data_dir)
     (data_dir / VAL).write_text('')
-    with pytest.raises(ValueError, match='found 0'):
+    with pytest.raises(ValueError, match='line 1: .*found an empty file$'):
+        rocstories(data_dir)
+    write(data_dir / VAL, [], header=HEADER)
+    with pytest.raises(ValueError, match='ALL_val.csv holds a header but no stories'):
         rocstories(data_dir)
     write(data_dir / VAL, [row(0)[:7]], header=HEADER[:7])
     with pytest.raises(ValueError, match='AnswerRightEnding column'):
         rocstories(data_dir)
+
+
+def test_empty_field_duplicate_story_and_non_utf8_byte_are_named(data_dir):
+    empty = row(1)
+    empty[6] = ' '
+    write(data_dir / VAL, [row(0), empty])
+    with pytest.raises(ValueError, match='ALL_val.csv, line 3: RandomFifthSentenceQuiz2 is empty'):
+        rocstories(data_dir, n_valid=1)
+    write(data_dir / VAL, [row(0), row(1), row(0)])
+    with pytest.raises(ValueError, match="line 4: story 'id0' again, first on line 2"):
+        rocstories(data_dir, n_valid=1)
+    write(data_dir / VAL, [row(i) for i in range(3)])
+    (data_dir / VAL).write_bytes((data_dir / VAL).read_bytes().replace(b'S1 one', b'S1 \xff'))
+    with pytest.raises(ValueError, match=r'ALL_val.csv, line 3: expected UTF-8 text, found byte 0xff'):
+        rocstories(data_dir, n_valid=1)
+
+
+@pytest.mark.parametrize('n_valid', [0, 10, 11])
+def test_n_valid_must_leave_training_stories(data_dir, n_valid):
+    with pytest.raises(ValueError, match=f'--n_valid {n_valid}: .* holds 10 stories, so between '
+                                         '1 and 9 can be held out'):
+        rocstories(data_dir, n_valid=n_valid)
 
 
 # ---- the cache ---------------------------------------------------------------------
