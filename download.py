@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, SHARD_NAMES,
                            check_shard_total, shard_length, weights_layout)
-from utils import commit_file
+from utils import commit_file, read_bpe_merges
 
 DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
 REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
@@ -57,6 +57,9 @@ GIT_BLOB_SHA1 = {
     'params_8.npy': 'f980f4b393716f396ae5ae6401708dcf4f270dc9',
     'params_9.npy': 'd389eb2074dd74754444b8062aba78b49f6a9053',
 }
+# sha256 of the content of OpenAI's two vocabulary files as read (vocabulary_differs)
+OPENAI_VOCAB_DIGESTS = ('6a1f32449609d80364e647a36444eabe00de4ded14fa83f665aa2773c525509a',
+                        'a104c2252490e85ad085c6b67dafd4ee2770d77cde757290157652e1e1b2dde3')
 CHUNK = 1 << 20
 # Seconds to connect, and seconds without a byte before a connection counts as broken:
 # long enough for a slow link (a byte a second keeps it going), short enough that
@@ -125,18 +128,37 @@ def _check_encoder(path):
 
 
 def _check_bpe(path):
-    """OpenAI's text_utils skips the first line (a version header) and reads one merge,
-    two space-separated symbols, per line."""
+    """Each line after the version header must be one merge of two symbols."""
     try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().split('\n')[1:-1]
+        merges = read_bpe_merges(path)
     except UnicodeDecodeError as err:
         raise ValueError(f'{path} is not UTF-8 text ({err})') from None
-    if not lines:
+    if not merges:
         raise ValueError(f'{path} holds no BPE merges')
-    bad = next((i for i, line in enumerate(lines, 2) if len(line.split()) != 2), None)
+    bad = next((i for i, merge in enumerate(merges, 2) if len(merge) != 2), None)
     if bad is not None:
         raise ValueError(f'{path}: line {bad} is not a BPE merge (two symbols)')
+
+
+def vocabulary_differs(encoder_path, bpe_path):
+    """None when the two files hold OpenAI's vocabulary (under any name and formatting,
+    such as the Hub's vocab.json and merges.txt); else one line saying how they differ:
+    another vocabulary gives other token ids than the pretrained weights learned."""
+    with open(encoder_path, encoding='utf-8') as f:
+        encoder = json.load(f)
+    merges = read_bpe_merges(bpe_path)
+    found = (_digest(sorted(encoder.items())), _digest(merges))
+    if found == OPENAI_VOCAB_DIGESTS:
+        return None
+    sizes = (len(encoder), len(merges))
+    how = ' and other content' if sizes == (40478, 40000) else ''
+    return (f'{encoder_path} ({sizes[0]} tokens) and {bpe_path} ({sizes[1]} merges) are not '
+            f"OpenAI's vocabulary (40478 tokens and 40000 merges{how}): token ids differ "
+            'from those the pretrained weights were trained on')
+
+
+def _digest(items):
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
 
 
 def check_file(path, name, check_hashes=False):

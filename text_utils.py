@@ -16,6 +16,8 @@ import spacy
 from spacy.tokenizer import Tokenizer
 from tqdm import tqdm
 
+from utils import read_bpe_merges
+
 # OpenAI pads every run of one of these characters with spaces. Their pattern wrote
 # `\\+` in a non-raw string, which reaches the regex as `\+` (the plus sign again), so
 # backslashes are left alone. A run is one repeated character: `!?` is two runs.
@@ -110,12 +112,8 @@ def write_char_vocab(folder, n_vocab=None):
 
 
 def load_bpe_ranks(bpe_path):
-    """Merge -> rank. The first line is a version header; the file ends with a newline.
-    Pieces are split on any whitespace, and a repeated merge keeps its last rank, as
-    OpenAI read it."""
-    with open(bpe_path, encoding='utf-8') as f:
-        merges = f.read().split('\n')[1:-1]
-    return {tuple(merge.split()): rank for rank, merge in enumerate(merges)}
+    """Merge -> rank; a repeated merge keeps its last rank, as OpenAI read it."""
+    return {merge: rank for rank, merge in enumerate(read_bpe_merges(bpe_path))}
 
 
 class TextEncoder:

@@ -31,9 +31,10 @@ import datasets
 import tasks
 from checkpoints import (Interrupted, Progress, RunError, RunFolder, check_finite,
                          check_settings, rng_state, set_rng_state, settings)
-from download import DownloadError, download_openai_model, vocabulary_paths
+from download import (DownloadError, download_openai_model, vocabulary_differs,
+                      vocabulary_paths)
 from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
-                           save_params, weights_layout)
+                           pretrained_settings, save_params, weights_layout)
 from opt import OpenAIAdam
 from utils import ResultLogger, file_digest
 
@@ -299,11 +300,8 @@ class Trainer:
         self.fast = not args.reference
         self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.amp == 'fp16')
-        per_device = args.update_batch // dd.world
-        if args.update_batch % dd.world or per_device % args.n_batch:
-            raise RunError(f'--update_batch {args.update_batch} must split into {dd.world} '
-                           f'device(s) x --n_batch {args.n_batch} x a whole number of steps')
-        self.per_device, self.accum = per_device, per_device // args.n_batch
+        self.per_device = args.update_batch // dd.world  # check_inputs saw that it divides
+        self.accum = self.per_device // args.n_batch
         self.module = model
         self.model = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
         if args.compile:
@@ -407,6 +405,41 @@ def check_model_files(args):
             "scratch with --n_transfer -1.")
 
 
+def check_inputs(args, dd):
+    """Before any work: the files this run needs, the weights against the flags, the
+    vocabulary (another than OpenAI's is allowed, with a warning), and the update's split
+    over the processes. Returns the vocabulary's size."""
+    check_model_files(args)
+    per_device = args.update_batch // dd.world
+    if args.update_batch % dd.world or per_device % args.n_batch:
+        raise RunError(f'--update_batch {args.update_batch} must split into {dd.world} '
+                       f'process(es) x --n_batch {args.n_batch} x a whole number of steps')
+    with open(args.encoder_path, encoding='utf-8') as f:
+        n_vocab = len(json.load(f))
+    differs = vocabulary_differs(args.encoder_path, args.bpe_path)
+    if differs and dd.main:
+        print(f'train.py: warning: {differs}', file=sys.stderr)
+    if args.n_transfer == -1:
+        return n_vocab
+    try:
+        cfg, n_pretrained_vocab, n_positions = pretrained_settings(args.model_dir)
+    except (OSError, ValueError, KeyError) as err:
+        raise RunError(f'the weights in {args.model_dir} cannot be read: {err}') from None
+    weights = f'the weights in {args.model_dir}'
+    wrong = [f'--n_embd {args.n_embd}: {weights} are {cfg.n_embd} wide'
+             ] if args.n_embd != cfg.n_embd else []
+    if args.n_ctx > n_positions:
+        wrong.append(f'--n_ctx {args.n_ctx}: {weights} have {n_positions} positions')
+    if min(args.n_transfer, args.n_layer) > cfg.n_layer:
+        wrong.append(f'--n_transfer {args.n_transfer}: {weights} hold {cfg.n_layer} blocks')
+    if n_vocab != n_pretrained_vocab:
+        wrong.append(f'{args.encoder_path} holds {n_vocab} tokens, {weights} embed '
+                     f'{n_pretrained_vocab}: give the vocabulary they were trained with')
+    if wrong:
+        raise RunError('; '.join(wrong) + ' (or train from scratch with --n_transfer -1)')
+    return n_vocab
+
+
 def load_task(args, dd):
     """The task's splits, encoded and with labels as arrays, and the digest of their
     texts (a checkpoint must agree with it)."""
@@ -428,11 +461,9 @@ def load_task(args, dd):
     return task, data, datasets.texts_digest(splits)
 
 
-def build_model(args, task, data):
+def build_model(args, task, data, n_vocab):
     """The model, its weights loaded as OpenAI's train.py loads them, its inputs, and the
     settings that rebuild it."""
-    with open(args.encoder_path, encoding='utf-8') as f:
-        n_vocab = len(json.load(f))
     specials, n_special = tasks.Specials.after(n_vocab), 3
     inputs = tasks.Inputs(task, specials, n_vocab + n_special, args.n_ctx)
     n_ctx = inputs.longest(data.values())
@@ -609,9 +640,9 @@ def run_training(args, dd, folder, stop_request):
             download_openai_model(args.model_dir)
         except (DownloadError, ValueError) as err:
             raise RunError(f'--download failed: {err}') from None
-    check_model_files(args)
+    n_vocab = check_inputs(args, dd)
     task, data, data_digest = load_task(args, dd)
-    model, inputs, meta = build_model(args, task, data)
+    model, inputs, meta = build_model(args, task, data, n_vocab)
     model.to(dd.device)
     # dropout masks differ per rank; data order and weights (numpy, model init) do not
     torch.manual_seed(args.seed + dd.rank)

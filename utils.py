@@ -56,6 +56,14 @@ def make_path(f):
     return f
 
 
+def read_bpe_merges(path):
+    """The merges of a BPE vocabulary file as OpenAI's text_utils read them: the first
+    line is a version header, the file ends with a newline, and each line in between
+    holds a merge whose pieces are split on any whitespace."""
+    with open(path, encoding='utf-8') as f:
+        return [tuple(line.split()) for line in f.read().split('\n')[1:-1]]
+
+
 def fsync_dir(folder):
     """Makes a rename inside folder durable; Windows cannot open folders for this."""
     if not hasattr(os, 'O_DIRECTORY'):

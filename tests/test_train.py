@@ -110,7 +110,8 @@ def test_loads_synthetic_openai_shards(tiny_run):
     encoder_path, _, _ = write_char_vocab(str(tmp / 'vocab'), n_vocab=100)
     arrays = write_shards(tmp / 'model', published_shapes(n_layer=2, n_embd=16, n_vocab=100, n_ctx=128))
     train.main(argv + ['--desc', 'shards', '--n_transfer', '1', '--model_dir', str(tmp / 'model'),
-                       '--encoder_path', encoder_path, '--n_iter', '1', '--submit', '--lr', '0'])
+                       '--encoder_path', encoder_path, '--n_iter', '1', '--submit', '--lr', '0',
+                       '--n_ctx', '128'])
     _, state = load_params(tmp / 'save' / 'shards' / 'best_params.safetensors')
     # lr 0: the saved parameters are the loaded ones
     np.testing.assert_array_equal(state['transformer.embed.weight'][:100].numpy(), arrays[1])
