@@ -21,7 +21,6 @@ BPE vocabulary (the softmax of pretraining: no position or special rows).
 
 --limit N keeps the first N examples of every split read (CoLA's training split included).
 """
-import argparse
 import os
 import sys
 from typing import Callable, NamedTuple
@@ -112,7 +111,7 @@ class LanguageModel:
         rows = [b for b, (_, n) in enumerate(windows) for _ in range(n)]
         cols = [t for ids, n in windows for t in range(len(ids) - n - 1, len(ids) - 1)]
         rows, cols = torch.tensor(rows, device=x.device), torch.tensor(cols, device=x.device)
-        logits = model.lm_head(h[rows, cols])[:, :self.n_vocab].float()
+        logits = model.lm_head(h[rows, cols])[:, :self.n_vocab]
         lp = logits.log_softmax(-1).gather(1, x[rows, cols + 1, :1]).squeeze(1)
         return np.split(lp.double().cpu().numpy(), np.cumsum([n for _, n in windows])[:-1])
 
@@ -203,12 +202,12 @@ def load_splits(task, data_dir, split, limit):
     """The splits the task needs, each cut to limit, every one with labels."""
     splits = {name: first(s, limit) for name, s in ZERO_SHOT[task].load(data_dir, split).items()}
     for name, s in splits.items():
+        where = f'the {name} split of {tasks.TASKS[task].name} in {data_dir}'
         if s.labels is None:
-            raise ValueError(f"{tasks.TASKS[task].name}'s {name} split in {data_dir} has no "
-                             'labels to score against (GLUE keeps its test labels: use '
-                             '--split dev)')
+            why = ' (GLUE keeps its test labels)' if task in datasets.GLUE else ''
+            raise ValueError(f'{where} has no labels to score against{why}: use --split dev')
         if not len(s.labels):
-            raise ValueError(f"{tasks.TASKS[task].name}'s {name} split in {data_dir} is empty")
+            raise ValueError(f'{where} is empty')
     return splits
 
 
@@ -245,7 +244,8 @@ def parse_args(argv=None):
     p.add_argument('--data_dir', default='data/',
                    help="the task's data: ROCStories' CSVs, the GLUE folder, or RACE's parent")
     p.add_argument('--split', default='dev', choices=['dev', 'test'],
-                   help="the split scored (GLUE's test labels are not public)")
+                   help="the split scored: ROCStories' dev is train.py's 374 validation "
+                        "stories; GLUE's test labels are not public")
     p.add_argument('--model_dir', default='model/', help="OpenAI's pretrained model folder")
     p.add_argument('--encoder_path', help='default: encoder_bpe_40000.json in --model_dir')
     p.add_argument('--bpe_path', help='default: vocab_40000.bpe in --model_dir')
