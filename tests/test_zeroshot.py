@@ -15,7 +15,7 @@ import analysis
 import datasets
 import generate
 import zeroshot
-from conftest import REPO
+from conftest import REPO, openai_vocab
 from model_pytorch import Config, LMModel
 from openai_shards import published_shapes, write_shards
 from text_utils import TextEncoder, write_char_vocab
@@ -23,6 +23,16 @@ from text_utils import TextEncoder, write_char_vocab
 CFG = Config(n_embd=16, n_head=2, n_layer=2, embd_pdrop=0.1, attn_pdrop=0.1,
              resid_pdrop=0.1, clf_pdrop=0.1, afn='gelu')
 N_CTX = 40  # shorter than a story and its ending: the cut is exercised
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Many tiny forward passes: a second thread only waits, and on a busy machine its
+    spinning made this file ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')
@@ -139,6 +149,12 @@ def test_sst2_picks_the_more_probable_word_after_very(model, vocab, text_encoder
     preds, _ = zeroshot.sst2(language_model(model, vocab), data, 'dev', encode)
     assert preds.tolist() == expected
     assert 0 < sum(expected) < len(expected)
+
+
+def test_sst2_words_are_single_tokens_of_openais_vocabulary():
+    encoder = TextEncoder(*openai_vocab())
+    ids = encoder.encode([zeroshot.SST2_PROMPT, *zeroshot.SST2_WORDS], verbose=False)
+    assert [len(x) for x in ids] == [1, 1, 1]
 
 
 def test_cola_threshold_comes_from_train_and_scores_dev(model, vocab, text_encoder):
@@ -330,8 +346,8 @@ def test_cli_errors_are_one_line(files, tmp_path, capsys, change, message):
 
 def test_cli_error_has_no_traceback(files, tmp_path):
     argv = cli(files, 'rocstories') + ['--model_dir', str(tmp_path / 'model')]
-    done = subprocess.run([sys.executable, 'zeroshot.py', *argv], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, 'zeroshot.py', *argv], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert done.returncode == 1 and 'Traceback' not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"zeroshot.py: {tmp_path / 'model' / 'params_shapes.json'} not found: "
