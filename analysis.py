@@ -6,7 +6,6 @@ Also the paper's metrics for its tasks, in percent: accuracy, Matthews correlati
 
     python analysis.py --data_dir data/ --pred_path submission/rocstories/ROCStories.tsv --log_path log/rocstories.jsonl
 """
-import argparse
 import csv
 import json
 import os
@@ -14,7 +13,7 @@ import os
 import numpy as np
 
 from datasets import rocstories_test_labels
-from utils import atomic_write
+from utils import Parser, atomic_write
 
 
 def read_predictions(pred_path, labels=('0', '1')):
@@ -182,7 +181,7 @@ def plot_learning_curves(log_path, png_path=None, metric=('acc', 'Accuracy')):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument('--data_dir', default='data/',
                    help='folder holding the Story Cloze test CSV')
     p.add_argument('--pred_path', default='submission/rocstories/ROCStories.tsv',

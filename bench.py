@@ -17,7 +17,6 @@ and warm (a second pass), and a cache hit of datasets.encoded; with --openai_dir
 OpenAI's own text_utils.py from that checkout on the same input in the same run (its
 spacy.load('en') given spaCy's blank English pipeline, the tokenizer OpenAI used).
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -34,14 +33,14 @@ import torch
 import datasets
 import tasks
 import train
-from utils import Ragged
+from utils import Parser, Ragged
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = [('fp32', 'reference'), ('fp32', 'fast'), ('bf16', 'reference'), ('bf16', 'fast')]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--n_layer', type=int, default=12)
     p.add_argument('--n_embd', type=int, default=768)
     p.add_argument('--n_head', type=int, default=12)

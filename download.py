@@ -16,7 +16,6 @@ stalled server fails within 40 seconds, with a message naming the URL.
 which load_openai_pretrained_model and generate.py read as well; it needs the
 huggingface_hub package, which does its own resuming and checking.
 """
-import argparse
 import hashlib
 import http.client
 import json
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, SHARD_NAMES,
                            check_shard_total, shard_length, weights_layout)
-from utils import commit_file, read_bpe_merges
+from utils import Parser, commit_file, read_bpe_merges
 
 DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
 REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
@@ -384,7 +383,7 @@ def download_from_hub(model_dir='model/', repo_id=HUB_REPO):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--model_dir', default='model/', help='where to put the files')
     p.add_argument('--from', dest='source', choices=['openai', 'hub'], default='openai',
                    help="openai: OpenAI's model/ folder (default); hub: transformers' copy "

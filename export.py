@@ -20,14 +20,13 @@ from_pretrained(folder); load_openai_pretrained_model takes it as pretrained wei
   in transformers' OpenAIGPT models: the body and LM head are written, and one line says
   that the task head was not.
 """
-import argparse
 import json
 import os
 import sys
 
 from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, block_param_names,
                            load_trained_params, transformers_name)
-from utils import atomic_write
+from utils import Parser, atomic_write
 
 
 def transformers_state(state, meta):
@@ -117,7 +116,7 @@ def export(checkpoint, out, encoder_path=None, bpe_path=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument('--checkpoint', required=True,
                    help='parameters from train.py --submit, e.g. '
                         'save/rocstories/best_params.safetensors')

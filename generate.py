@@ -28,6 +28,7 @@ import torch
 from download import vocabulary_paths
 from model_pytorch import (Config, LMModel, load_openai_pretrained_model, load_trained_params,
                            pretrained_settings)
+from utils import Parser
 
 GET_MODEL = ("run `python download.py` to fetch OpenAI's model/ folder (or `python download.py "
              "--from hub` for transformers' copy)")
@@ -169,7 +170,7 @@ def warn_unknown(text_encoder, prompt):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = Parser(description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n\n', 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('prompt', help='the text to continue')

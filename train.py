@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import errno
 import json
-import math
 import os
 import random
 import re
@@ -36,50 +35,11 @@ from download import (DownloadError, download_openai_model, vocabulary_differs,
 from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
                            pretrained_settings, save_params, weights_layout)
 from opt import OpenAIAdam
-from utils import ResultLogger, file_digest
+from utils import NON_NEGATIVE, PROBABILITY, Parser, ResultLogger, columns, count, file_digest, real
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
 OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
 EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: try again (with --resume)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block of every flag
-        self.exit(2, f'{self.prog}: error: {message} (--help lists the flags)\n')
-
-
-def count(minimum):
-    """An argparse type: a whole number >= minimum."""
-    def parse(text):
-        if not re.fullmatch(r'[+-]?\d+', text.strip()) or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f'expected a whole number >= {minimum}, got {text!r}')
-        return int(text)
-    return parse
-
-
-def real(within, want):
-    """An argparse type: a number for which within(number) holds."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and within(value)):
-            raise argparse.ArgumentTypeError(f'expected {want}, got {text!r}')
-        return value
-    return parse
-
-
-def columns(text):
-    """An argparse type: comma-separated column names."""
-    names = tuple(name.strip() for name in text.split(','))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f'expected column names separated by commas, got {text!r}')
-    return names
-
-
-PROBABILITY = real(lambda v: 0 <= v < 1, 'a probability in [0, 1)')
-NON_NEGATIVE = real(lambda v: v >= 0, 'a number >= 0')
 
 
 def parse_args(argv=None):

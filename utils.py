@@ -1,17 +1,61 @@
 """Helpers from OpenAI's finetune-transformer-lm utils.py that do not need TensorFlow, the
 one way this project writes a file (atomic_write), and a verified on-disk cache for
 encoded datasets. Needs only numpy, so that model_pytorch can use it."""
+import argparse
 import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
+import re
 import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
+
+
+class Parser(argparse.ArgumentParser):
+    """The scripts' command lines: a bad flag is one line, not argparse's usage block."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (--help lists the flags)\n')
+
+
+def count(minimum):
+    """An argparse type: a whole number >= minimum."""
+    def parse(text):
+        if not re.fullmatch(r'[+-]?\d+', text.strip()) or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f'expected a whole number >= {minimum}, got {text!r}')
+        return int(text)
+    return parse
+
+
+def real(within, want):
+    """An argparse type: a finite number for which within(number) holds."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and within(value)):
+            raise argparse.ArgumentTypeError(f'expected {want}, got {text!r}')
+        return value
+    return parse
+
+
+def columns(text):
+    """An argparse type: comma-separated column names."""
+    names = tuple(name.strip() for name in text.split(','))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f'expected column names separated by commas, got {text!r}')
+    return names
+
+
+PROBABILITY = real(lambda v: 0 <= v < 1, 'a probability in [0, 1)')
+NON_NEGATIVE = real(lambda v: v >= 0, 'a number >= 0')
 
 
 def encode_dataset(*splits, encoder, verbose=True):

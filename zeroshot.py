@@ -34,7 +34,7 @@ import datasets
 import tasks
 from generate import load_lm, load_text_encoder
 from model_pytorch import Packing
-from train import Parser, count
+from utils import Parser, count
 
 SST2_PROMPT = 'very'
 SST2_WORDS = ('negative', 'positive')  # class ids 0 and 1, as datasets.LABELS['sst2']
