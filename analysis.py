@@ -191,7 +191,7 @@ def main(argv=None):
     try:
         rocstories(args.data_dir, args.pred_path, args.log_path)
     except (OSError, ValueError) as err:
-        raise SystemExit(f'analysis.py: {err}')
+        raise SystemExit(f'analysis.py: error: {err}')
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ files.
 A run is named by --desc and owns log/{desc}.jsonl (and .png), save/{desc}/ (best
 parameters, checkpoints/) and submission/{desc}/. While it runs it holds a lock on them.
 """
+import contextlib
 import dataclasses
 import glob
 import math
@@ -133,6 +134,30 @@ class Checkpoints:
         return None, None
 
 
+def take_lock(path, desc):
+    """An open file holding an exclusive lock on path, which names this process. A lock
+    file is removed by its releaser, so one opened just before that is not the one at
+    path any more: then the lock is taken again on the new file."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    while True:
+        f = open(path, 'a+')
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or 'unknown'
+            f.close()
+            raise RunError(f'another run (process {holder}) is using --desc {desc} ({path}); '
+                           'wait for it to end, or choose another --desc') from None
+        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+            break
+        f.close()
+    f.truncate(0)
+    f.write(f'{os.getpid()}\n')
+    f.flush()
+    return f
+
+
 class RunFolder:
     """The files of the run named desc, and the lock that keeps a second run off them."""
 
@@ -154,25 +179,17 @@ class RunFolder:
         if fcntl is None:
             return
         for path in self.locks:
-            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-            f = open(path, 'a+')
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or 'unknown'
-                f.close()
-                raise RunError(f'another run (process {holder}) is using --desc {self.desc} '
-                               f'({path}); wait for it to end, or choose another --desc')
-            f.truncate(0)
-            f.write(f'{os.getpid()}\n')
-            f.flush()
-            self._held.append(f)
+            self._held.append((path, take_lock(path, self.desc)))
 
     def unlock(self):
-        for f in self._held:
-            f.close()  # closing the file releases its lock
+        """Releases the locks and removes their files, and the save folder if that holds
+        nothing else: a refused run leaves nothing behind."""
+        for path, f in self._held:
+            os.unlink(path)  # while still held: whoever opens it next gets a new file
+            f.close()
         self._held = []
+        with contextlib.suppress(OSError):
+            os.rmdir(self.save_dir)
 
     def earlier_files(self):
         """What an earlier run of this desc left: its log and curves, and every file in

@@ -402,7 +402,7 @@ def main(argv=None):
             files = download_openai_model(args.model_dir, args.base_url or DEFAULT_URL,
                                           timeout=args.timeout)
     except (DownloadError, ValueError, OSError) as err:
-        sys.exit(f'error: {err}')
+        sys.exit(f'download.py: error: {err}')
     print(f'all {len(files)} files are in {args.model_dir} and verified')
 
 

@@ -129,7 +129,7 @@ def main(argv=None):
     try:
         written = export(args.checkpoint, args.out, args.encoder_path, args.bpe_path)
     except (OSError, ValueError) as err:
-        sys.exit(f'export.py: {err}')
+        sys.exit(f'export.py: error: {err}')
     print(f'wrote {", ".join(written)}')
 
 

@@ -198,7 +198,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('generate.py: no CUDA device here; use --device cpu')
+        raise SystemExit('generate.py: error: no CUDA device here; use --device cpu')
     found_encoder, found_bpe = vocabulary_paths(args.model_dir)
     encoder_path, bpe_path = args.encoder_path or found_encoder, args.bpe_path or found_bpe
     try:
@@ -219,7 +219,7 @@ def main(argv=None):
                          temperature=args.temperature,
                          generator=torch.Generator().manual_seed(args.seed))
     except (OSError, ValueError) as err:
-        raise SystemExit(f'generate.py: {err}')
+        raise SystemExit(f'generate.py: error: {err}')
     print(f'{args.prompt} {decode(text_encoder.decoder, new_ids)}')
 
 

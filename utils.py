@@ -141,9 +141,11 @@ def atomic_write(path, mode='wb', **open_kwargs):
             f.flush()
             os.fsync(f.fileno())
         commit_file(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = path  # a full disk names the file it was writing
         raise
 
 

@@ -277,11 +277,11 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('zeroshot.py: no CUDA device here; use --device cpu')
+        raise SystemExit('zeroshot.py: error: no CUDA device here; use --device cpu')
     try:
         return run(args)
     except (OSError, ValueError) as err:
-        raise SystemExit(f'zeroshot.py: {err}')
+        raise SystemExit(f'zeroshot.py: error: {err}')
 
 
 if __name__ == '__main__':

@@ -249,7 +249,7 @@ def test_cli_names_a_broken_checkpoint_in_one_line(checkpoint, vocab, tmp_path, 
     done = subprocess.run([sys.executable, 'generate.py', *cli_args(str(broken), vocab)],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 1
-    assert re.fullmatch(f'generate.py: {re.escape(str(broken))} is not a parameters file of '
+    assert re.fullmatch(f'generate.py: error: {re.escape(str(broken))} is not a parameters file of '
                         r'this project \(Error while deserializing header: [^\n]+\)\n',
                         done.stderr)
 

@@ -350,5 +350,5 @@ def test_cli_error_has_no_traceback(files, tmp_path):
                           text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert done.returncode == 1 and 'Traceback' not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith(f"zeroshot.py: no pretrained weights in {tmp_path / 'model'}: found "
+    assert line.startswith(f"zeroshot.py: error: no pretrained weights in {tmp_path / 'model'}: found "
                            f"neither OpenAI's {tmp_path / 'model' / 'params_shapes.json'}")
