@@ -247,10 +247,10 @@ def write_predictions(task, split_name, split, preds, folder):
     """index<TAB>prediction, with the labels GLUE's server expects, atomically."""
     path = os.path.join(folder, task.submission[split_name])
     index = split.index if split.index is not None else range(len(preds))
-    values = [f'{p:.3f}' for p in preds] if task.regression else [task.labels[p] for p in preds]
+    label = (lambda p: f'{p:.3f}') if task.regression else (lambda p: task.labels[p])
     with atomic_write(path, 'w') as f:
         f.write('index\tprediction\n')
-        f.writelines(f'{i}\t{v}\n' for i, v in zip(index, values))
+        f.writelines(f'{i}\t{label(p)}\n' for i, p in zip(index, preds))
     return path
 
 

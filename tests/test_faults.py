@@ -55,6 +55,9 @@ def test_sigkill_then_resume_is_bit_identical(setup):
     tmp, argv, out = setup
     argv += ['--n_iter', '3', '--save_every', '2']
     train.main(argv + out('straight'))
+    # 12 checkpoints written, exactly --keep_checkpoints (2) kept: the newest
+    kept = sorted(p.name for p in (tmp / 'straight' / 'save' / 'run' / 'checkpoints').iterdir())
+    assert kept == ['update_00000022.pt', 'update_00000024.pt']
     # 24 updates in all; kill once a checkpoint past update 6 exists, then resume
     proc = subprocess.Popen([sys.executable, 'train.py'] + argv + out('killed'), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
