@@ -274,9 +274,17 @@ class Trainer:
         self.first_bad = torch.full((), -1, device=self.device)  # the first non-finite update
 
     def autocast(self):
+        """Mixed precision for the forward passes of one update or evaluation: within one
+        region autocast casts each weight once, however many passes it makes."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def full_precision(self):
+        """The loss and backward in float32, as outside autocast, inside its region."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, enabled=False)
 
     def batch(self, split, rows):
         """Device tensors of the examples rows: inputs, mask, labels (None for a split
@@ -289,29 +297,33 @@ class Trainer:
 
     def update(self, split, rows, n_update):
         """One optimizer update from this process's share `rows` of the update's examples,
-        in args.n_batch-example steps; n_update numbers it for the non-finite check."""
-        total = torch.zeros((), device=self.device)
-        for k in range(self.accum):
-            x, m, y, n_real = self.batch(split, rows[k * self.args.n_batch:(k + 1) * self.args.n_batch])
-            last = k == self.accum - 1
-            sync = contextlib.nullcontext() if last or self.dd.world == 1 else self.model.no_sync()
-            with sync:
-                with self.autocast():
-                    if self.fast:  # no LM head where its loss does not count (TF: lm_coef 0)
-                        lm_logits, clf_logits = self.model(x, m, n_real, lm=self.args.lm_coef > 0)
-                    else:
-                        lm_logits, clf_logits = self.model(x)
-                lm_logits = None if lm_logits is None else lm_logits.float()
-                loss = self.loss(x, y, m, clf_logits.float(), lm_logits,
-                                 lm_rows='targets' if self.fast else 'all') / self.accum
-                self.scaler.scale(loss).backward()
-            total += loss.detach()
+        in args.n_batch-example passes; n_update numbers it for the non-finite check."""
+        total, n = torch.zeros((), device=self.device), self.args.n_batch
+        with self.autocast():
+            for k in range(self.accum):
+                last = k == self.accum - 1
+                with contextlib.nullcontext() if last or self.dd.world == 1 else self.model.no_sync():
+                    total += self.step(*self.batch(split, rows[k * n:(k + 1) * n]))
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
         self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(total), n_update,
                                      self.first_bad)
         return total
+
+    def step(self, x, m, y, n_real):
+        """Forward, loss and backward of one pass; returns its share of the update's loss
+        (each of the accum passes counts 1/accum, so the gradients sum to the mean's)."""
+        if self.fast:  # no LM head where its loss does not count (TF: lm_coef 0)
+            lm_logits, clf_logits = self.model(x, m, n_real, lm=self.args.lm_coef > 0)
+        else:
+            lm_logits, clf_logits = self.model(x)
+        with self.full_precision():
+            lm_logits = None if lm_logits is None else lm_logits.float()
+            loss = self.loss(x, y, m, clf_logits.float(), lm_logits,
+                             lm_rows='targets' if self.fast else 'all') / self.accum
+            self.scaler.scale(loss).backward()
+        return loss.detach()
 
     @torch.no_grad()
     def logits(self, split, rows=None):
@@ -321,11 +333,12 @@ class Trainer:
         rows = np.arange(len(split.fields[0])) if rows is None else rows
         share = np.array_split(rows, self.dd.world)[self.dd.rank]
         out = []
-        for i in range(0, len(share), self.args.n_batch_eval):
-            x, m, _, n_real = self.batch(split._replace(labels=None), share[i:i + self.args.n_batch_eval])
-            with self.autocast():
+        with self.autocast():
+            for i in range(0, len(share), self.args.n_batch_eval):
+                x, m, _, n_real = self.batch(split._replace(labels=None),
+                                             share[i:i + self.args.n_batch_eval])
                 clf = self.module(x, m if self.fast else None, n_real, lm=False)[1]
-            out.append(clf.float().cpu())
+                out.append(clf.float().cpu())
         self.module.train()
         return torch.cat([o for shares in self.dd.gather(out) for o in shares])
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import train
 from conftest import fails, openai_vocab, read_log, rocstories_dir
@@ -220,3 +221,34 @@ def test_a_tie_keeps_the_first_best_parameters(tiny_run, monkeypatch):
     assert ckpts[0].name == 'update_00000004.pt'
     assert all(torch.equal(best[k], first[k]) for k in best)
     assert not all(torch.equal(best[k], last[k]) for k in best)
+
+
+def test_bf16_update_casts_each_weight_once_and_computes_what_per_pass_autocast_did():
+    """Under --amp bf16 an update of two passes casts c_attn.w to bf16 once, not per pass,
+    and its gradients are bit for bit those of autocast entered for each pass alone."""
+    split = tiny_stories(8)
+    trainer = make_trainer(update_batch=8, n_batch=4)
+    trainer.amp_dtype = torch.bfloat16
+    reference = make_trainer(update_batch=8, n_batch=4)
+    weight = trainer.module.transformer.h[0].attn.c_attn.w
+
+    class Casts(TorchDispatchMode):
+        """Counts the casts of weight to bf16."""
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if (func is torch.ops.aten._to_copy.default and kwargs.get('dtype') == torch.bfloat16
+                    and args[0].data_ptr() == weight.data_ptr()):
+                self.n += 1
+            return func(*args, **kwargs)
+    with Casts() as casts:
+        casts.n = 0
+        trainer.update(split, np.arange(8), 1)
+    assert casts.n == 1
+    for k in (0, 1):  # the same passes, autocast around each forward alone
+        x, m, y, n_real = reference.batch(split, np.arange(4 * k, 4 * k + 4))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            lm, clf = reference.model(x, m, n_real)
+        (reference.loss(x, y, m, clf.float(), lm.float(), lm_rows='targets') / 2).backward()
+    reference.opt.step()
+    for name, p in reference.module.state_dict().items():
+        assert torch.equal(trainer.module.state_dict()[name], p), name
