@@ -11,9 +11,6 @@ import multiprocessing
 import os
 import re
 
-import ftfy
-import spacy
-from spacy.tokenizer import Tokenizer
 from tqdm import tqdm
 
 from utils import read_bpe_merges
@@ -42,6 +39,7 @@ def fix_text(text):
     """ftfy.fix_text, skipped where it cannot change the text."""
     if FTFY_NOOP.fullmatch(text):
         return text
+    import ftfy  # imported on first use, as spaCy is by TextEncoder
     return ftfy.fix_text(text)
 
 
@@ -73,6 +71,7 @@ def special_case_joins(tokenizer):
     """Where spaCy could match a special case over tokens from two spans: for each special
     case, split as spaCy splits it without special cases (the tokens its matcher looks
     for), each run of its first tokens joined -> the tokens that may come next."""
+    from spacy.tokenizer import Tokenizer
     plain = Tokenizer(tokenizer.vocab, prefix_search=tokenizer.prefix_search,
                       suffix_search=tokenizer.suffix_search,
                       infix_finditer=tokenizer.infix_finditer,
@@ -127,6 +126,9 @@ class TextEncoder:
     """
 
     def __init__(self, encoder_path, bpe_path):
+        # Imported here, not with the module: a run whose encoded data are cached, and the
+        # vocabulary helpers below, need neither spaCy nor its 2 s of loading.
+        import spacy
         self.nlp = spacy.blank('en')
         # Lexeme attributes (shape, stop word, ...) never change where the tokenizer
         # splits, and computing them for each new word was half of spaCy's time.

@@ -35,6 +35,7 @@ from download import (DownloadError, download_openai_model, vocabulary_differs,
 from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
                            pretrained_settings, save_params, weights_layout)
 from opt import OpenAIAdam
+from text_utils import write_char_vocab
 from utils import NON_NEGATIVE, PROBABILITY, Parser, ResultLogger, columns, count, file_digest, real
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
@@ -667,7 +668,6 @@ def main(argv=None):
 def smoke_args(args, folder='smoke'):
     """--smoke: a tiny generated dataset and model, everything in ./smoke, which each
     smoke run starts afresh."""
-    from text_utils import write_char_vocab  # loads spaCy, which a cached run never needs
     datasets.write_story_cloze(folder, 300, 100, np.random.default_rng(args.seed))
     encoder_path, bpe_path, _ = write_char_vocab(folder)
     print(f'smoke run: tiny data, model and outputs in {os.path.abspath(folder)}')
