@@ -1,15 +1,21 @@
 """Times GPT-1 fine-tuning on ROCStories: a training update (forward, both losses,
-backward, OpenAIAdam step) and an evaluation pass, with the exact fast paths on and off,
-in float32 and under bf16 autocast, each in a process of its own.
+backward, optimizer step) and an evaluation pass, in float32 and under bf16 autocast, for
+this port with its exact fast paths on (fast) and off (reference), and for transformers'
+OpenAIGPTDoubleHeadsModel with its AdamW on the same stories (when transformers is
+installed), each in a process of its own.
 
     python bench.py --data_dir data/       # 12 layers, 768 wide, 8 stories of two endings
     python bench.py --n_layer 2 --steps 2  # a quick look
+    python bench.py --impl transformers    # one implementation
+    python bench.py --profile fast:bf16    # where one configuration spends its time
     python bench.py --text --data_dir data/ [--openai_dir path/to/finetune-transformer-lm]
 
 Reports the median time per update, stories/s, useful GFLOP/s (real tokens only: the body
 and the LM head at the positions whose loss counts, counted apart), that as a share of the
-device's measured matmul peak, and peak memory; the ratio is against the reference path
-(padding kept, LM head everywhere) in float32, measured in the same run.
+device's measured matmul peak, and peak memory; the ratios are against transformers in the
+same precision and against this port's reference path in float32, all measured in the same
+run. On CUDA it adds what a GPU table needs: memory per story, the largest batch that fits,
+and the time of OpenAI's 3-epoch ROCStories run (1497 stories, 32 per update) at that speed.
 
 --text times the text pipeline instead, on every ROCStories field (stories and both
 endings of the two CSVs): our TextEncoder, cold (built fresh, as in a first training run)
@@ -17,6 +23,7 @@ and warm (a second pass), and a cache hit of datasets.encoded; with --openai_dir
 OpenAI's own text_utils.py from that checkout on the same input in the same run (its
 spacy.load('en') given spaCy's blank English pipeline, the tokenizer OpenAI used).
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,7 +43,7 @@ import train
 from utils import Parser, Ragged
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-CONFIGS = [('fp32', 'reference'), ('fp32', 'fast'), ('bf16', 'reference'), ('bf16', 'fast')]
+IMPLS = ('reference', 'fast', 'transformers')
 
 
 def parse_args(argv=None):
@@ -50,7 +57,11 @@ def parse_args(argv=None):
     p.add_argument('--encoder_path', default='model/encoder_bpe_40000.json')
     p.add_argument('--bpe_path', default='model/vocab_40000.bpe')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--only', default=None, help='run one config, e.g. fp32:fast (internal)')
+    p.add_argument('--impl', choices=IMPLS + ('all',), default='all',
+                   help='time one implementation (transformers: when installed)')
+    p.add_argument('--only', default=None, help='run one config, e.g. fast:fp32 (internal)')
+    p.add_argument('--profile', default=None, metavar='IMPL:DTYPE',
+                   help='print where one configuration spends its time, e.g. fast:bf16')
     p.add_argument('--force_bf16', action='store_true',
                    help='time bf16 even where the device has no fast bf16 matmul')
     p.add_argument('--text', action='store_true', help='time the text pipeline instead')
@@ -107,31 +118,82 @@ def story_lengths(args, rng):
                              for s in stories]
 
 
-def build(args, dtype, path):
-    """A Trainer, as train.py builds it, on random stories with real lengths."""
+def stories(args):
+    """8 updates' worth of random stories with ROCStories' real lengths (the model's
+    cost depends on the lengths, not on the ids), and the model's n_ctx for them."""
     rng = np.random.default_rng(0)
     source, lengths = story_lengths(args, rng)
-    n_vocab, n_special = 40478, 3
     rows = [lengths[i] for i in rng.permutation(len(lengths))[:8 * args.n_batch]]
-    fields = tuple(Ragged.from_lists([list(rng.integers(0, n_vocab, n)) for n in col])
+    fields = tuple(Ragged.from_lists([list(rng.integers(0, N_VOCAB, n)) for n in col])
                    for col in zip(*rows))
-    split = datasets.Split(fields, rng.integers(0, 2, len(rows)), None)
-    task = tasks.TASKS['rocstories']
-    specials = tasks.Specials.after(n_vocab)
-    inputs = tasks.Inputs(task, specials, n_vocab + n_special, 512)
-    n_ctx = max(a + max(b, c) for a, b, c in lengths) + 3
+    n_ctx = int(max(a + max(b, c) for a, b, c in lengths)) + 3
+    return source, datasets.Split(fields, rng.integers(0, 2, len(rows)), None), n_ctx
+
+
+N_VOCAB = 40478
+TASK = tasks.TASKS['rocstories']
+SPECIALS = tasks.Specials.after(N_VOCAB)
+INPUTS = tasks.Inputs(TASK, SPECIALS, N_VOCAB + 3, 512)
+
+
+def ours(args, dtype, impl, split, n_ctx):
+    """(update(rows), logits(rows)) of a Trainer as train.py builds it, with the paper's
+    optimizer settings (train.py's defaults) over a notional 1000 updates."""
     targs = train.parse_args(['--n_batch', str(args.n_batch), '--update_batch', str(args.n_batch),
                               '--amp', 'bf16' if dtype == 'bf16' else 'none',
                               '--device', args.device, '--n_layer', str(args.n_layer),
                               '--n_embd', str(args.n_embd), '--n_head', str(args.n_head)]
-                             + (['--reference'] if path == 'reference' else []))
+                             + (['--reference'] if impl == 'reference' else []))
     torch.manual_seed(0)
-    model = train.DoubleHeadModel(train.model_config(targs), specials.classify, task.head,
-                                  vocab=n_vocab + n_special + n_ctx, n_ctx=n_ctx).to(args.device)
-    # the paper's optimizer settings (train.py's defaults), over a notional 1000 updates
-    trainer = train.Trainer(targs, train.Distributed(args.device), model, task, inputs,
+    model = train.DoubleHeadModel(train.model_config(targs), SPECIALS.classify, TASK.head,
+                                  vocab=N_VOCAB + 3 + n_ctx, n_ctx=n_ctx).to(args.device)
+    trainer = train.Trainer(targs, train.Distributed(args.device), model, TASK, INPUTS,
                             n_updates_total=1000)
-    return source, trainer, split
+    return (lambda rows: trainer.update(split, rows, 1).item()), \
+        (lambda rows: trainer.logits(split, rows))
+
+
+def transformers_peer(args, dtype, split, n_ctx):
+    """(update(rows), logits(rows)) of transformers' OpenAIGPTDoubleHeadsModel, as its
+    users fine-tune it: the same stories padded to each batch's longest, the LM loss on
+    the real tokens at weight 0.5 beside the multiple-choice loss, AdamW with the paper's
+    learning rate and weight decay, gradients clipped to norm 1."""
+    import transformers
+    cfg = transformers.OpenAIGPTConfig(vocab_size=N_VOCAB + 3, n_positions=n_ctx,
+                                       n_embd=args.n_embd, n_layer=args.n_layer,
+                                       n_head=args.n_head, afn='gelu')
+    torch.manual_seed(0)
+    model = transformers.OpenAIGPTDoubleHeadsModel(cfg).to(args.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01)
+    autocast = lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16,
+                                      enabled=dtype == 'bf16')
+
+    def batch(rows):
+        x, m = INPUTS(split, rows)
+        ids = torch.from_numpy(x[..., 0]).to(args.device)
+        mc_token_ids = torch.from_numpy((m.sum(-1) - 1).astype(np.int64)).to(args.device)
+        labels = ids.masked_fill(torch.from_numpy(m).to(args.device) == 0, -100)
+        return ids, mc_token_ids, labels, torch.from_numpy(split.labels[rows]).to(args.device)
+
+    def update(rows):
+        ids, mc_token_ids, labels, y = batch(rows)
+        model.train()
+        with autocast():
+            out = model(input_ids=ids, mc_token_ids=mc_token_ids, labels=labels, mc_labels=y)
+        loss = out.mc_loss + 0.5 * out.loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    @torch.no_grad()
+    def logits(rows):
+        ids, mc_token_ids, _, _ = batch(rows)
+        model.eval()
+        with autocast():
+            return model(input_ids=ids, mc_token_ids=mc_token_ids).mc_logits.float().cpu()
+    return update, logits
 
 
 def useful_gflop(M, n_layer, n_embd, vocab):
@@ -151,34 +213,41 @@ def peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def run_one(args, dtype, path):
+def run_one(args, impl, dtype):
     torch.backends.cuda.matmul.allow_tf32 = False
-    source, trainer, split = build(args, dtype, path)
-    vocab = trainer.module.transformer.embed.weight.size(0)
+    source, split, n_ctx = stories(args)
+    if impl == 'transformers':
+        update, logits = transformers_peer(args, dtype, split, n_ctx)
+    else:
+        update, logits = ours(args, dtype, impl, split, n_ctx)
     n = len(split.labels)
+    profiler = torch.profiler.profile() if args.profile else contextlib.nullcontext()
     times, evals = [], []
     for step in range(args.steps + 1):
-        idx = np.arange(step * args.n_batch, (step + 1) * args.n_batch) % n
-        sync(args.device)
-        t = time.perf_counter()
-        loss = trainer.update(split, idx, step + 1)
-        loss.item()
-        sync(args.device)
-        t_update = time.perf_counter() - t
-        t = time.perf_counter()
-        trainer.logits(split, idx)
-        t_eval = time.perf_counter() - t
-        if step:  # the first is a warm-up
-            times.append(t_update)
-            evals.append(t_eval)
-    idx = np.arange(args.n_batch * (args.steps + 1)) % n
-    body, lm = useful_gflop(trainer.inputs(split, idx)[1], args.n_layer, args.n_embd, vocab)
+        rows = np.arange(step * args.n_batch, (step + 1) * args.n_batch) % n
+        with profiler if step else contextlib.nullcontext():  # the first is a warm-up
+            times.append(timed(lambda: update(rows), args.device))
+            evals.append(timed(lambda: logits(rows), args.device))
+    if args.profile:
+        print(profiler.key_averages().table(sort_by='self_cpu_time_total', row_limit=20),
+              file=sys.stderr)
+    rows = np.arange(args.n_batch * (args.steps + 1)) % n
+    body, lm = useful_gflop(INPUTS(split, rows)[1], args.n_layer, args.n_embd,
+                            N_VOCAB + 3 + n_ctx)
     per_update = 3 * (body + lm) / (args.steps + 1)  # backward costs twice the forward
-    t, te = float(np.median(times)), float(np.median(evals))
-    return dict(dtype=dtype, path=path, source=source, update_s=t, eval_s=te,
+    t, te = float(np.median(times[1:])), float(np.median(evals[1:]))
+    return dict(impl=impl, dtype=dtype, source=source, update_s=t, eval_s=te,
                 stories_per_s=args.n_batch / t, eval_stories_per_s=args.n_batch / te,
                 gflops=per_update / t, body_gflop=3 * body / (args.steps + 1),
                 lm_gflop=3 * lm / (args.steps + 1), peak_gib=peak_memory(args.device))
+
+
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def load_module(name, path):
@@ -282,13 +351,57 @@ def text_main(args):
     report_text(result, bench_cache_hit(args.data_dir, args.encoder_path, args.bpe_path))
 
 
+def configurations(args, peaks):
+    """(impl, dtype) to time: bf16 only where the device multiplies it faster than fp32
+    (or with --force_bf16), transformers only where it is installed."""
+    impls = IMPLS if args.impl == 'all' else (args.impl,)
+    if args.impl == 'all' and importlib.util.find_spec('transformers') is None:
+        print('transformers: skipped, not installed')
+        impls = impls[:2]
+    dtypes = ['fp32']
+    if peaks['bf16'] > peaks['fp32'] or args.force_bf16:
+        dtypes.append('bf16')
+    else:
+        print('bf16: skipped, this device multiplies bf16 slower than fp32 (no native bf16 '
+              'matmul); --force_bf16 times it anyway')
+    return [(impl, dtype) for dtype in dtypes for impl in impls]
+
+
+def in_own_process(argv, impl, dtype):
+    cmd = [sys.executable, __file__, '--only', f'{impl}:{dtype}'] + list(argv)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f'bench.py: error: {impl} {dtype} failed:\n{out.stderr}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(results, peaks):
+    first = results[0]
+    print(f'lengths: {first["source"]}; useful work per update: body {first["body_gflop"]:.0f} '
+          f'GFLOP, LM head {first["lm_gflop"]:.0f} GFLOP')
+    find = lambda impl, dtype: next((r for r in results
+                                     if (r['impl'], r['dtype']) == (impl, dtype)), None)
+    ref = find('reference', 'fp32')
+    print('| impl | dtype | s/update | stories/s | useful GFLOP/s | % of peak | eval stories/s '
+          '| peak mem GiB | vs transformers | vs fp32 reference |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    for r in results:
+        peer = find('transformers', r['dtype'])
+        ratio = lambda base: f'{base["update_s"] / r["update_s"]:.2f}x' if base else '-'
+        print(f'| {r["impl"]} | {r["dtype"]} | {r["update_s"]:.2f} | {r["stories_per_s"]:.2f} | '
+              f'{r["gflops"]:.0f} | {100 * r["gflops"] / peaks[r["dtype"]]:.0f}% | '
+              f'{r["eval_stories_per_s"]:.1f} | {r["peak_gib"]:.2f} | {ratio(peer)} | '
+              f'{ratio(ref)} |')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     if args.text:
         return text_main(args)
-    if args.only:
-        dtype, path = args.only.split(':')
-        print(json.dumps(run_one(args, dtype, path)))
+    if args.only or args.profile:
+        impl, dtype = (args.only or args.profile).split(':')
+        print(json.dumps(run_one(args, impl, dtype)))
         return
     peaks = {d: matmul_peak(getattr(torch, {'fp32': 'float32', 'bf16': 'bfloat16'}[d]), args.device)
              for d in ('fp32', 'bf16')}
@@ -297,29 +410,8 @@ def main(argv=None):
     print(f'device: {device}; torch {torch.__version__}; {args.n_layer} layers, {args.n_embd} wide, '
           f'{args.n_batch} stories x 2 endings per update')
     print(f'measured matmul peak: fp32 {peaks["fp32"]:.0f} GFLOP/s, bf16 {peaks["bf16"]:.0f} GFLOP/s')
-    results = []
-    for dtype, path in CONFIGS:
-        if dtype == 'bf16' and peaks['bf16'] < peaks['fp32'] and not args.force_bf16:
-            print(f'bf16 {path}: skipped, this device multiplies bf16 slower than fp32 '
-                  '(no native bf16 matmul); --force_bf16 times it anyway')
-            continue
-        cmd = [sys.executable, __file__, '--only', f'{dtype}:{path}'] + \
-              [a for a in (argv if argv is not None else sys.argv[1:])]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(f'{dtype} {path} failed:\n{out.stderr}')
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    ref = next(r for r in results if r['dtype'] == 'fp32' and r['path'] == 'reference')
-    print(f'lengths: {ref["source"]}; useful work per update: body {ref["body_gflop"]:.0f} '
-          f'GFLOP, LM head {ref["lm_gflop"]:.0f} GFLOP')
-    print('| dtype | path | s/update | stories/s | useful GFLOP/s | % of peak | eval stories/s '
-          '| peak mem GiB | speed-up vs fp32 reference |')
-    print('|---|---|---|---|---|---|---|---|---|')
-    for r in results:
-        print(f'| {r["dtype"]} | {r["path"]} | {r["update_s"]:.2f} | {r["stories_per_s"]:.2f} | '
-              f'{r["gflops"]:.0f} | {100 * r["gflops"] / peaks[r["dtype"]]:.0f}% | '
-              f'{r["eval_stories_per_s"]:.1f} | {r["peak_gib"]:.2f} | '
-              f'{ref["update_s"] / r["update_s"]:.2f}x |')
+    report([in_own_process(argv, impl, dtype) for impl, dtype in configurations(args, peaks)],
+           peaks)
 
 
 if __name__ == '__main__':
