@@ -4,6 +4,7 @@ the same update as the ``adam`` function of OpenAI's TensorFlow code.
 The schedules map x, the fraction of training done, to a multiplier of the learning
 rate; they accept Python floats and tensors.
 """
+import functools
 import math
 
 import torch
@@ -52,8 +53,9 @@ class OpenAIAdam(Optimizer):
 
     warmup is the fraction of training spent ramping up, in (0, 1]: TF's ramp divides
     by it. max_grad_norm applies to all parameters together (it is not a per-group
-    setting); clipping scales the .grad tensors in place. Parameters without a gradient
-    are left alone. The step count t lives in each param group, m and v in the
+    setting). Parameters without a gradient are left alone. Where torch's fused AdamW
+    kernel runs (CUDA; the CPU from torch 2.4) it makes the step in one pass over memory,
+    else multi-tensor ops do; .grad may or may not be left scaled by the clipping. The step count t lives in each param group, m and v in the
     per-parameter state, so state_dict() / load_state_dict() resume exactly.
     """
 
@@ -87,30 +89,27 @@ class OpenAIAdam(Optimizer):
                   if p.grad is not None]
         if any(p.grad.is_sparse for p in params):
             raise RuntimeError('OpenAIAdam does not support sparse gradients')
-        if self.max_grad_norm > 0 and params:
-            self._clip([p.grad for p in params])
+        clip = self._clip_factor([p.grad for p in params]) if self.max_grad_norm > 0 and params else None
         for group in self.param_groups:
-            self._step_group(group)
+            self._step_group(group, clip)
         return loss
 
-    def _clip(self, grads):
-        """TF's clip_by_global_norm: g * max_norm / max(global_norm, max_norm), kept on
-        the device (no host sync)."""
+    def _clip_factor(self, grads):
+        """TF's clip_by_global_norm multiplies every gradient by max_norm /
+        max(global_norm, max_norm): that factor, kept on the device (no host sync)."""
         by_device = _group_by(grads, lambda g: (g.device, g.dtype))
         first = grads[0].device
         norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)).float())
                  .to(first) for gs in by_device.values()]
         total = torch.linalg.vector_norm(torch.stack(norms))
-        scale = self.max_grad_norm / total.clamp(min=self.max_grad_norm)
-        for (device, dtype), gs in by_device.items():
-            torch._foreach_mul_(gs, scale.to(device, dtype))
+        return self.max_grad_norm / total.clamp(min=self.max_grad_norm)
 
-    def _step_group(self, group):
+    def _step_group(self, group, clip):
         group['t'] += 1
         t, b1, b2 = group['t'], group['b1'], group['b2']
         schedule = SCHEDULES[group['schedule']]
-        lrt = (group['lr'] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-               * schedule((t - 1) / group['t_total'], group['warmup']))
+        scheduled = group['lr'] * schedule((t - 1) / group['t_total'], group['warmup'])
+        bias = math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         # TF: `if (len(p.get_shape()) > 1 or vector_l2) and l2 > 0`.
         decays = lambda p: group['l2'] > 0 and (p.dim() > 1 or group['vector_l2'])
         live = [p for p in group['params'] if p.grad is not None]
@@ -118,18 +117,45 @@ class OpenAIAdam(Optimizer):
             if not self.state[p]:
                 self.state[p]['m'] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 self.state[p]['v'] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        for (_, _, decay), ps in _group_by(live, lambda p: (p.device, p.dtype, decays(p))).items():
+        for (device, dtype, decay), ps in _group_by(live, lambda p: (p.device, p.dtype, decays(p))).items():
             grads = [p.grad for p in ps]
             ms = [self.state[p]['m'] for p in ps]
             vs = [self.state[p]['v'] for p in ps]
+            l2 = group['l2'] if decay else 0.0
+            if _fused_adamw_runs(device, dtype):
+                # torch's AdamW kernel, one pass over memory: with these settings it
+                # computes TF's step (its bias-corrected eps is e / sqrt(1 - b2^t), its
+                # decoupled decay lr * wd = lrt * l2), clipping as the unscaling of grads.
+                steps = [torch.full((), float(t), device=device)] * len(ps)
+                torch._fused_adamw_(ps, grads, ms, vs, [], steps, lr=scheduled, beta1=b1,
+                                    beta2=b2, weight_decay=l2 * bias, eps=group['e'] / math.sqrt(1 - b2 ** t),
+                                    amsgrad=False, maximize=False,
+                                    grad_scale=None if clip is None else (1 / clip).to(device))
+                continue
+            if clip is not None:
+                torch._foreach_mul_(grads, clip.to(device, dtype))
+            lrt = scheduled * bias
             torch._foreach_lerp_(ms, grads, 1 - b1)  # m + (1 - b1)(g - m) = b1 m + (1 - b1) g
             torch._foreach_mul_(vs, b2)
             torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
             denom = torch._foreach_sqrt(vs)
             torch._foreach_add_(denom, group['e'])
-            if decay:  # the l2 term uses p before this update, as TF's does
-                torch._foreach_mul_(ps, 1 - lrt * group['l2'])
+            if l2:  # the l2 term uses p before this update, as TF's does
+                torch._foreach_mul_(ps, 1 - lrt * l2)
             torch._foreach_addcdiv_(ps, ms, denom, value=-lrt)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_adamw_runs(device, dtype):
+    """Whether torch's fused AdamW kernel runs on device (CUDA; the CPU from torch 2.4)."""
+    try:
+        p = torch.zeros(1, device=device, dtype=dtype)
+        torch._fused_adamw_([p], [p.clone()], [p.clone()], [p.clone()], [],
+                            [torch.ones((), device=device)], lr=0.0, beta1=0.9, beta2=0.9,
+                            weight_decay=0.0, eps=1.0, amsgrad=False, maximize=False)
+        return True
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
 
 
 def _group_by(items, key):

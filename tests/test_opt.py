@@ -6,7 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+import opt
 from opt import SCHEDULES, OpenAIAdam, warmup_constant, warmup_cosine, warmup_linear
+
+
+@pytest.fixture(autouse=True, params=['fused', 'multi-tensor'])
+def kernel(request, monkeypatch):
+    """Every test on both ways of making the step: torch's fused AdamW kernel where it
+    runs, and the multi-tensor ops that stand in for it elsewhere."""
+    if request.param == 'multi-tensor':
+        monkeypatch.setattr(opt, '_fused_adamw_runs', lambda device, dtype: False)
+    elif not opt._fused_adamw_runs(torch.device('cpu'), torch.float32):
+        pytest.skip("torch's fused AdamW kernel does not run on this CPU build")
+    return request.param
+
 
 SHAPES = [(6, 5), (5,), (2, 3, 4), (3,)]
 
@@ -92,6 +105,17 @@ def test_matches_tf_update(schedule, l2, vector_l2, clip):
             np.testing.assert_allclose(gp, wp, rtol=1e-5, atol=1e-6, err_msg=f'step {step + 1}')
 
 
+@pytest.mark.parametrize('e', [0.3, 3.0])
+def test_epsilon_is_added_to_the_root_of_v_as_tf_does(e):
+X
+    params, grads = random_problem(seed=5)
+    kw = dict(lr=0.01, schedule='warmup_constant', warmup=0.1, t_total=len(grads), l2=0.1, e=e)
+    want, _ = np_adam(params, grads, **kw)
+    for w, g in zip(want, run_torch(params, grads, **kw)):
+        for wp, gp in zip(w, g):
+            np.testing.assert_allclose(gp, wp, rtol=1e-5, atol=1e-6)
+
+
 def test_l2_reaches_vectors_only_with_vector_l2():
     params, grads = random_problem(seed=3, n_steps=5)
     kw = dict(lr=0.01, schedule='warmup_constant', warmup=0.2, t_total=10, l2=0.5)
@@ -106,20 +130,23 @@ def test_clipping_uses_global_norm():
     b = torch.nn.Parameter(torch.zeros(3))
     a.grad = torch.full((2, 2), 1.5)  # norm 3
     b.grad = torch.tensor([0.0, 4.0, 0.0])  # norm 4, global norm 5
-    OpenAIAdam([a, b], lr=0.1, schedule='warmup_constant', warmup=0.5, t_total=10,
-               max_grad_norm=1.0).step()
-    torch.testing.assert_close(a.grad, torch.full((2, 2), 0.3))
-    torch.testing.assert_close(b.grad, torch.tensor([0.0, 0.8, 0.0]))
+    opt = OpenAIAdam([a, b], lr=0.1, schedule='warmup_constant', warmup=0.5, t_total=10,
+                     max_grad_norm=1.0, b1=0.9)
+    opt.step()
+    # the first moment is (1 - b1) times the clipped gradient
+    torch.testing.assert_close(opt.state[a]['m'], 0.1 * torch.full((2, 2), 0.3))
+    torch.testing.assert_close(opt.state[b]['m'], 0.1 * torch.tensor([0.0, 0.8, 0.0]))
 
 
 def test_clipping_spans_param_groups():
     a = torch.nn.Parameter(torch.zeros(1))
     b = torch.nn.Parameter(torch.zeros(1))
     a.grad, b.grad = torch.tensor([3.0]), torch.tensor([4.0])
-    OpenAIAdam([{'params': [a]}, {'params': [b], 'lr': 0.5}], lr=0.1, schedule='warmup_linear',
-               warmup=0.5, t_total=10, max_grad_norm=2.5).step()
-    torch.testing.assert_close(a.grad, torch.tensor([1.5]))
-    torch.testing.assert_close(b.grad, torch.tensor([2.0]))
+    opt = OpenAIAdam([{'params': [a]}, {'params': [b], 'lr': 0.5}], lr=0.1,
+                     schedule='warmup_linear', warmup=0.5, t_total=10, max_grad_norm=2.5)
+    opt.step()
+    torch.testing.assert_close(opt.state[a]['m'], 0.1 * torch.tensor([1.5]))
+    torch.testing.assert_close(opt.state[b]['m'], 0.1 * torch.tensor([2.0]))
 
 
 def test_state_dict_resume_is_exact():
