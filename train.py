@@ -85,7 +85,9 @@ def parse_args(argv=None):
     p.add_argument('--lm_coef', type=NON_NEGATIVE, default=0.5)
     p.add_argument('--b1', type=PROBABILITY, default=0.9)
     p.add_argument('--b2', type=PROBABILITY, default=0.999)
-    p.add_argument('--e', type=NON_NEGATIVE, default=1e-8)
+    p.add_argument('--e', '--adam_eps', type=NON_NEGATIVE, default=1e-8,
+                   help="Adam's epsilon; under torchrun, whose parser takes --e for its own, "
+                        'give it as --adam_eps')
     p.add_argument('--n_valid', type=count(1), default=374,
                    help='ROCStories: stories split off for validation; every task: training '
                         'examples evaluated at each log point')

@@ -107,7 +107,7 @@ def test_matches_tf_update(schedule, l2, vector_l2, clip):
 
 @pytest.mark.parametrize('e', [0.3, 3.0])
 def test_epsilon_is_added_to_the_root_of_v_as_tf_does(e):
-X
+    """An epsilon of the gradients' size, where it matters where it is added."""
     params, grads = random_problem(seed=5)
     kw = dict(lr=0.01, schedule='warmup_constant', warmup=0.1, t_total=len(grads), l2=0.1, e=e)
     want, _ = np_adam(params, grads, **kw)
