@@ -23,6 +23,7 @@ and warm (a second pass), and a cache hit of datasets.encoded; with --openai_dir
 OpenAI's own text_utils.py from that checkout on the same input in the same run (its
 spacy.load('en') given spaCy's blank English pipeline, the tokenizer OpenAI used).
 """
+import argparse
 import contextlib
 import importlib.util
 import json
@@ -54,6 +55,7 @@ def parse_args(argv=None):
     p.add_argument('--n_batch', type=int, default=8, help='stories per update')
     p.add_argument('--steps', type=int, default=3, help='timed updates (after one warm-up)')
     p.add_argument('--data_dir', default='data/', help='ROCStories CSVs, for real lengths')
+    p.add_argument('--cache_dir', default='cache/', help='their encoding, as train.py caches it')
     p.add_argument('--encoder_path', default='model/encoder_bpe_40000.json')
     p.add_argument('--bpe_path', default='model/vocab_40000.bpe')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -62,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument('--only', default=None, help='run one config, e.g. fast:fp32 (internal)')
     p.add_argument('--profile', default=None, metavar='IMPL:DTYPE',
                    help='print where one configuration spends its time, e.g. fast:bf16')
+    p.add_argument('--max_batch', type=int, default=4096,
+                   help='on CUDA: the largest pass tried when looking for what fits')
     p.add_argument('--force_bf16', action='store_true',
                    help='time bf16 even where the device has no fast bf16 matmul')
     p.add_argument('--text', action='store_true', help='time the text pipeline instead')
@@ -110,7 +114,8 @@ def story_lengths(args, rng):
     CSVs and vocabulary are at hand; else a spread like theirs."""
     try:
         splits = datasets.encoded('rocstories', datasets.rocstories_splits(args.data_dir),
-                                  args.encoder_path, args.bpe_path, verbose=False)
+                                  args.encoder_path, args.bpe_path, cache_dir=args.cache_dir,
+                                  verbose=False)
         return 'ROCStories', list(zip(*(f.lengths() for f in splits['train'].fields)))
     except (FileNotFoundError, OSError, ValueError):
         stories = rng.integers(32, 62, size=1000)
@@ -351,6 +356,53 @@ def text_main(args):
     report_text(result, bench_cache_hit(args.data_dir, args.encoder_path, args.bpe_path))
 
 
+def capacity(args):
+    """On CUDA: device memory per story (the growth of the peak from 8 to 16 stories per
+    pass, fast path, fp32), the largest pass that fits (doubling until out of memory),
+    and the time of OpenAI's 3-epoch ROCStories run (1497 stories, 32 per update, and
+    its evaluations) at the speed of one pass of 32."""
+    _, split, n_ctx = stories(dict_args(args, n_batch=args.max_batch))
+    cuda = args.device.startswith('cuda')
+    found = {}
+    for dtype in ('fp32', 'bf16'):
+        peaks, n, fits = {}, 8, 0
+        while n <= args.max_batch:
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            update, logits = ours(dict_args(args, n_batch=n), dtype, 'fast', split, n_ctx)
+            try:
+                seconds = [timed(lambda: update(np.arange(n)), args.device) for _ in range(3)]
+                eval_seconds = timed(lambda: logits(np.arange(n)), args.device)
+            except torch.cuda.OutOfMemoryError:
+                break
+            finally:
+                del update, logits
+            peaks[n], fits = peak_memory(args.device) * 1024, n
+            if n == 32:
+                per_update, per_story_eval = min(seconds[1:]), eval_seconds / n
+            n *= 2
+        updates = 1497 // 32 * 3
+        evaluated = 3 * (374 + 374) + 1871  # train sample and valid per epoch, then test
+        found[dtype] = dict(mib_per_story=(peaks[16] - peaks[8]) / 8, largest=fits,
+                            largest_gib=peaks[fits] / 1024, s_per_update=per_update,
+                            three_epochs_s=updates * per_update + evaluated * per_story_eval)
+    return found
+
+
+def dict_args(args, **changes):
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def report_capacity(found):
+    print('| dtype | memory per story (MiB) | largest pass that fits (stories) | its peak GiB '
+          '| s per update of 32 | 3-epoch ROCStories run (s) |')
+    print('|---|---|---|---|---|---|')
+    for dtype, f in found.items():
+        print(f'| {dtype} | {f["mib_per_story"]:.0f} | {f["largest"]} | {f["largest_gib"]:.1f} | '
+              f'{f["s_per_update"]:.3f} | {f["three_epochs_s"]:.0f} |')
+
+
 def configurations(args, peaks):
     """(impl, dtype) to time: bf16 only where the device multiplies it faster than fp32
     (or with --force_bf16), transformers only where it is installed."""
@@ -368,7 +420,7 @@ def configurations(args, peaks):
 
 
 def in_own_process(argv, impl, dtype):
-    cmd = [sys.executable, __file__, '--only', f'{impl}:{dtype}'] + list(argv)
+    cmd = [sys.executable, __file__, '--only', f'{impl}:{dtype}' if dtype else impl] + list(argv)
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f'bench.py: error: {impl} {dtype} failed:\n{out.stderr}')
@@ -399,6 +451,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if args.text:
         return text_main(args)
+    if args.only == 'capacity':
+        print(json.dumps(capacity(args)))
+        return
     if args.only or args.profile:
         impl, dtype = (args.only or args.profile).split(':')
         print(json.dumps(run_one(args, impl, dtype)))
@@ -412,6 +467,8 @@ def main(argv=None):
     print(f'measured matmul peak: fp32 {peaks["fp32"]:.0f} GFLOP/s, bf16 {peaks["bf16"]:.0f} GFLOP/s')
     report([in_own_process(argv, impl, dtype) for impl, dtype in configurations(args, peaks)],
            peaks)
+    if args.device.startswith('cuda'):
+        report_capacity(in_own_process(argv, 'capacity', None))
 
 
 if __name__ == '__main__':
