@@ -125,10 +125,12 @@ def story_lengths(args, rng):
 
 def stories(args):
     """8 updates' worth of random stories with ROCStories' real lengths (the model's
-    cost depends on the lengths, not on the ids), and the model's n_ctx for them."""
+    cost depends on the lengths, not on the ids; drawn again where more are needed than
+    there are), and the model's n_ctx for them."""
     rng = np.random.default_rng(0)
     source, lengths = story_lengths(args, rng)
-    rows = [lengths[i] for i in rng.permutation(len(lengths))[:8 * args.n_batch]]
+    n = 8 * args.n_batch
+    rows = [lengths[i] for i in rng.choice(len(lengths), n, replace=n > len(lengths))]
     fields = tuple(Ragged.from_lists([list(rng.integers(0, N_VOCAB, n)) for n in col])
                    for col in zip(*rows))
     n_ctx = int(max(a + max(b, c) for a, b, c in lengths)) + 3
@@ -234,8 +236,8 @@ def run_one(args, impl, dtype):
             times.append(timed(lambda: update(rows), args.device))
             evals.append(timed(lambda: logits(rows), args.device))
     if args.profile:
-        print(profiler.key_averages().table(sort_by='self_cpu_time_total', row_limit=20),
-              file=sys.stderr)
+        by = 'self_device_time_total' if args.device.startswith('cuda') else 'self_cpu_time_total'
+        print(profiler.key_averages().table(sort_by=by, row_limit=25), file=sys.stderr)
     rows = np.arange(args.n_batch * (args.steps + 1)) % n
     body, lm = useful_gflop(INPUTS(split, rows)[1], args.n_layer, args.n_embd,
                             N_VOCAB + 3 + n_ctx)
