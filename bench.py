@@ -368,6 +368,7 @@ def capacity(args):
     found = {}
     for dtype in ('fp32', 'bf16'):
         peaks, n, fits = {}, 8, 0
+        per_update = per_story_eval = float('nan')  # unless a pass of 32 fits
         while n <= args.max_batch:
             if cuda:
                 torch.cuda.empty_cache()
