@@ -263,9 +263,15 @@ def report(task, log_path, test_scores, png_path):
 class Inputs:
     """The model's inputs for a task's examples: each example's sequences (its transform
     with the n_ctx budget) as token and position ids, (batch, n_seq, length, 2), and the
-    mask of real tokens, padded with zeros after the real tokens to `length`: by default
-    the batch's longest sequence, so no batch pays for another's length. A task of one
-    sequence per example gets (batch, length, 2), the classification head's shape."""
+    mask of real tokens, padded with zeros after the real tokens to `length`. By default
+    that is the batch's longest sequence rounded up to a multiple of 8 (at most
+    max_length): no batch pays for another's length, and batches take few distinct
+    shapes, so that what a device prepares per shape (cuDNN's attention plans, compiled
+    graphs) is made a few times, not once per batch; layers that skip padding pay nothing
+    for it. A task of one sequence per example gets (batch, length, 2), the
+    classification head's shape."""
+
+    MULTIPLE = 8
 
     def __init__(self, task, specials, n_vocab_special, n_ctx):
         self.task, self.specials = task, specials
@@ -280,9 +286,12 @@ class Inputs:
         return max(len(seq) for split in splits for i in range(len(split.fields[0]))
                    for seq in self.sequences(split, i))
 
-    def __call__(self, split, rows, length=None):
+    def __call__(self, split, rows, length=None, max_length=None):
         examples = [self.sequences(split, i) for i in rows]
-        length = length or max(len(seq) for seqs in examples for seq in seqs)
+        if length is None:
+            longest = max(len(seq) for seqs in examples for seq in seqs)
+            length = -(-longest // self.MULTIPLE) * self.MULTIPLE
+            length = min(length, max_length) if max_length else length
         x = np.zeros((len(examples), len(examples[0]), length, 2), dtype=np.int64)
         m = np.zeros(x.shape[:3], dtype=np.float32)
         for i, seqs in enumerate(examples):

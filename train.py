@@ -292,8 +292,10 @@ class Trainer:
     def batch(self, split, rows):
         """Device tensors of the examples rows: inputs, mask, labels (None for a split
         without), and the number of real tokens, read here on the host (fast path) to
-        spare the device a sync. The reference path pads every batch to n_ctx."""
-        x, m = self.inputs(split, rows, None if self.fast else self.module.transformer.n_ctx)
+        spare the device a sync. The reference path pads every batch to n_ctx, the fast
+        one to its longest sequence, rounded up (see tasks.Inputs)."""
+        n_ctx = self.module.transformer.n_ctx
+        x, m = self.inputs(split, rows, length=None if self.fast else n_ctx, max_length=n_ctx)
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
         y = None if split.labels is None else to(split.labels[rows])
         return to(x), to(m), y, (int(m.sum()) if self.fast else None)

@@ -100,15 +100,18 @@ def test_inputs_pad_to_the_batch_and_number_positions():
     inputs = tasks.Inputs(tasks.TASKS['rocstories'], SP, 53, 512)
     split = split_of([[1, 2], [3]], [[4], [5, 6, 7]], [[8], [9]])
     x, m = inputs(split, [0, 1])
-    assert x.shape == (2, 2, 7, 2)  # the longest: [S, 3, D, 5, 6, 7, C]
-    assert x[1, 0, :, 0].tolist() == [S, 3, D, 5, 6, 7, C]
-    assert x[0, 1, :, 0].tolist() == [S, 1, 2, D, 8, C, 0]
-    assert m[0, 1].tolist() == [1] * 6 + [0]
-    assert (x[..., 1] == np.arange(53, 60)).all()
+    assert x.shape == (2, 2, 8, 2)  # the longest, [S, 3, D, 5, 6, 7, C], rounded up to 8
+    assert x[1, 0, :, 0].tolist() == [S, 3, D, 5, 6, 7, C, 0]
+    assert x[0, 1, :, 0].tolist() == [S, 1, 2, D, 8, C, 0, 0]
+    assert m[0, 1].tolist() == [1] * 6 + [0, 0]
+    assert (x[..., 1] == np.arange(53, 61)).all()
+    assert inputs(split, [0, 1], max_length=7)[0].shape == (2, 2, 7, 2)  # the model's n_ctx
     assert inputs(split, [0], length=10)[0].shape == (1, 2, 10, 2)
+    long = split_of([list(range(1, 10))], [[4]], [[5]])  # 9 + 3 tokens: 16
+    assert inputs(long, [0])[0].shape == (1, 2, 16, 2)
     single = tasks.Inputs(tasks.TASKS['sst2'], SP, 53, 512)
     x, m = single(split_of([[1, 2], [3]]), [0, 1])
-    assert x.shape == (2, 4, 2) and x[1, :, 0].tolist() == [S, 3, C, 0]
+    assert x.shape == (2, 8, 2) and x[1, :, 0].tolist() == [S, 3, C, 0, 0, 0, 0, 0]
 
 
 def test_n_ctx_as_openai_computes_it():
