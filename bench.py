@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument('--only', default=None, help='run one config, e.g. fast:fp32 (internal)')
     p.add_argument('--profile', default=None, metavar='IMPL:DTYPE',
                    help='print where one configuration spends its time, e.g. fast:bf16')
+    p.add_argument('--compile', action='store_true',
+                   help="this port's model through torch.compile, as train.py --compile; the "
+                        'first update, which compiles, is reported apart')
     p.add_argument('--max_batch', type=int, default=4096,
                    help='on CUDA: the largest pass tried when looking for what fits')
     p.add_argument('--force_bf16', action='store_true',
@@ -130,7 +133,8 @@ def stories(args):
     rng = np.random.default_rng(0)
     source, lengths = story_lengths(args, rng)
     n = 8 * args.n_batch
-    rows = [lengths[i] for i in rng.choice(len(lengths), n, replace=n > len(lengths))]
+    order = rng.permutation(len(lengths))[:n] if n <= len(lengths) else rng.choice(len(lengths), n)
+    rows = [lengths[i] for i in order]
     fields = tuple(Ragged.from_lists([list(rng.integers(0, N_VOCAB, n)) for n in col])
                    for col in zip(*rows))
     n_ctx = int(max(a + max(b, c) for a, b, c in lengths)) + 3
@@ -150,7 +154,8 @@ def ours(args, dtype, impl, split, n_ctx):
                               '--amp', 'bf16' if dtype == 'bf16' else 'none',
                               '--device', args.device, '--n_layer', str(args.n_layer),
                               '--n_embd', str(args.n_embd), '--n_head', str(args.n_head)]
-                             + (['--reference'] if impl == 'reference' else []))
+                             + (['--reference'] if impl == 'reference' else [])
+                             + (['--compile'] if args.compile else []))
     torch.manual_seed(0)
     model = train.DoubleHeadModel(train.model_config(targs), SPECIALS.classify, TASK.head,
                                   vocab=N_VOCAB + 3 + n_ctx, n_ctx=n_ctx).to(args.device)
@@ -244,6 +249,7 @@ def run_one(args, impl, dtype):
     per_update = 3 * (body + lm) / (args.steps + 1)  # backward costs twice the forward
     t, te = float(np.median(times[1:])), float(np.median(evals[1:]))
     return dict(impl=impl, dtype=dtype, source=source, update_s=t, eval_s=te,
+                first_update_s=times[0], first_eval_s=evals[0],
                 stories_per_s=args.n_batch / t, eval_stories_per_s=args.n_batch / te,
                 gflops=per_update / t, body_gflop=3 * body / (args.steps + 1),
                 lm_gflop=3 * lm / (args.steps + 1), peak_gib=peak_memory(args.device))
@@ -440,6 +446,10 @@ def report(results, peaks):
     print('| impl | dtype | s/update | stories/s | useful GFLOP/s | % of peak | eval stories/s '
           '| peak mem GiB | vs transformers | vs fp32 reference |')
     print('|---|---|---|---|---|---|---|---|---|---|')
+    if any(r['first_update_s'] > 2 * r['update_s'] for r in results):
+        print('first update and evaluation (compiling, warming up): ' + ', '.join(
+            f'{r["impl"]} {r["dtype"]} {r["first_update_s"]:.1f} s + {r["first_eval_s"]:.1f} s'
+            for r in results))
     for r in results:
         peer = find('transformers', r['dtype'])
         ratio = lambda base: f'{base["update_s"] / r["update_s"]:.2f}x' if base else '-'

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from utils import cached, file_digest
+from utils import Ragged, cached, file_digest
 
 
 seed = 3535999445
@@ -177,8 +177,10 @@ def encoded(name, splits, encoder_path, bpe_path, cache_dir='cache/', verbose=Tr
     def build():
         from text_utils import TextEncoder  # loads spaCy: only when encoding is needed
         encoder = TextEncoder(encoder_path, bpe_path)
-        return [[encoder.encode(field, verbose=verbose) for field in split.fields]
-                for split in splits.values()]
+        # each field flattened as soon as it is encoded: lists of Python ints take ten
+        # times the memory, and only one field's are alive at a time
+        return [[Ragged.from_lists(encoder.encode(field, verbose=verbose))
+                 for field in split.fields] for split in splits.values()]
 
     fields = cached(name, key_parts, build, cache_dir, verbose=verbose)
     return {k: split._replace(fields=tuple(f)) for (k, split), f in zip(splits.items(), fields)}

@@ -226,6 +226,20 @@ def test_embedding_dropout_reaches_lm_head_in_training():
     assert not torch.allclose(lm_logits, undropped)
 
 
+def test_embedding_dropout_drops_at_its_rate_and_scales_the_rest():
+    """TF's dropout of the embedding matrix: each entry kept with probability 1 - p and
+    then divided by it, the rest zero."""
+    torch.manual_seed(8)
+    model = TransformerModel(Config(SMALL, embd_pdrop=0.3), vocab=2000, n_ctx=16).train()
+    with torch.no_grad():
+        model.embed.weight.fill_(1.0)
+        we = model.dropped_embedding()
+    kept = we != 0
+    assert torch.equal(we[kept], torch.full_like(we[kept], 1 / 0.7))
+    # 64,000 entries: the kept share within 4 standard deviations (0.0072) of 0.7
+    assert abs(kept.double().mean().item() - 0.7) < 4 * math.sqrt(0.7 * 0.3 / we.numel())
+
+
 def test_nothing_drops_in_eval_mode():
     cfg = Config(SMALL, embd_pdrop=0.9, attn_pdrop=0.9, resid_pdrop=0.9, clf_pdrop=0.9)
     model = DoubleHeadModel(cfg, 40, 'multiple_choice', vocab=60, n_ctx=16).eval()

@@ -252,3 +252,24 @@ def test_bf16_update_casts_each_weight_once_and_computes_what_per_pass_autocast_
     reference.opt.step()
     for name, p in reference.module.state_dict().items():
         assert torch.equal(trainer.module.state_dict()[name], p), name
+
+
+def test_every_file_a_run_writes_loads_without_pickle(tiny_run):
+    """Parameters as safetensors, checkpoints as torch.load(weights_only=True) takes
+    them, the rest text or PNG: nothing a run writes needs pickle to read."""
+    from safetensors.torch import load_file
+    tmp, argv = tiny_run
+    train.main(argv + ['--desc', 'files', '--submit', '--analysis', '--n_iter', '1'])
+    written = [p for folder in ('save', 'log', 'sub') for p in (tmp / folder).rglob('*') if p.is_file()]
+    kinds = {}
+    for path in written:
+        if path.suffix == '.safetensors':
+            assert 'transformer.embed.weight' in load_file(path)
+        elif path.suffix == '.pt':
+            assert set(torch.load(path, weights_only=True)) >= {'model', 'optimizer', 'rng'}
+        elif path.suffix == '.png':
+            assert path.read_bytes()[:4] == b'\x89PNG'
+        else:
+            assert path.suffix in ('.jsonl', '.tsv') and path.read_text(encoding='utf-8')
+        kinds[path.suffix] = kinds.get(path.suffix, 0) + 1
+    assert kinds == {'.safetensors': 1, '.pt': 1, '.png': 1, '.jsonl': 1, '.tsv': 1}
