@@ -2,6 +2,7 @@
 looked for, and tiny runs of train.py in this process."""
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -76,6 +77,18 @@ def fails(argv, capsys):
         train.main(argv)
     out, err = capsys.readouterr()
     return stop.value.code, out, err
+
+
+def terminated_at(n):
+    """A stand-in for train.Trainer.update that sends this process SIGTERM during update
+    n, as a scheduler would, and otherwise updates."""
+    update = train.Trainer.update
+
+    def terminated(self, split, rows, n_update):
+        if n_update == n:
+            signal.raise_signal(signal.SIGTERM)
+        return update(self, split, rows, n_update)
+    return terminated
 
 
 def read_log(path):

@@ -3,7 +3,6 @@ generators in checkpoints and --resume, the fast paths, --compile, and NCCL acro
 GPUs. Skipped without CUDA. Run with `python -m pytest -m cuda`; on a machine without
 spaCy, point GPT1_TEST_CACHE at a cache folder that holds the tiny run's encoding."""
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import train
-from conftest import REPO, fails, read_log
+from conftest import REPO, fails, read_log, terminated_at
 from tiny_trainer import make_trainer, tiny_stories
 
 pytestmark = [pytest.mark.cuda,
@@ -64,12 +63,7 @@ def test_sigterm_and_resume_keep_the_cuda_generators(cuda_run, capsys, monkeypat
     argv = argv + ['--n_iter', '2']
     train.main(argv + ['--desc', 'straight'])
     update = train.Trainer.update
-
-    def terminated_at_5(self, split, rows, n_update):
-        if n_update == 5:
-            signal.raise_signal(signal.SIGTERM)
-        return update(self, split, rows, n_update)
-    monkeypatch.setattr(train.Trainer, 'update', terminated_at_5)
+    monkeypatch.setattr(train.Trainer, 'update', terminated_at(5))
     code, _, _ = fails(argv + ['--desc', 'term'], capsys)
     assert code == train.EXIT_INTERRUPTED
     assert 'cuda' in final_state(tmp, 'term')['rng'][0]

@@ -14,7 +14,7 @@ import torch
 
 import datasets
 import train
-from conftest import REPO, TINY, fails, read_log
+from conftest import REPO, TINY, fails, read_log, terminated_at
 from text_utils import write_char_vocab
 
 
@@ -80,12 +80,7 @@ def test_sigterm_checkpoints_exits_75_and_resumes_exactly(setup, capsys, monkeyp
     tmp, argv, out = setup
     train.main(argv + out('straight'))
     update = train.Trainer.update
-
-    def terminated_at_5(self, split, rows, n_update):
-        if n_update == 5:
-            signal.raise_signal(signal.SIGTERM)
-        return update(self, split, rows, n_update)
-    monkeypatch.setattr(train.Trainer, 'update', terminated_at_5)
+    monkeypatch.setattr(train.Trainer, 'update', terminated_at(5))
     code, _, err = fails(argv + out('term'), capsys)
     assert code == train.EXIT_INTERRUPTED == 75
     assert 'stopped at update 5: checkpoint written' in err and '--resume' in err
