@@ -4,7 +4,8 @@ report() prints the same lines for every task of the paper.
 Also the paper's metrics for its tasks, in percent: accuracy, Matthews correlation
 (CoLA), F1 (MRPC, QQP), Pearson and Spearman correlation (STS-B).
 
-    python analysis.py --data_dir data/ --pred_path submission/rocstories/ROCStories.tsv --log_path log/rocstories.jsonl
+    python analysis.py --data_dir data/ --pred_path submission/rocstories/ROCStories.tsv \
+        --log_path log/rocstories.jsonl
 """
 import csv
 import json
@@ -166,7 +167,8 @@ def plot_learning_curves(log_path, png_path=None, metric=('acc', 'Accuracy')):
     updates = [e['n_updates'] for e in evaluations]
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
-    for ax, key, label in zip(fig.subplots(1, 2), (metric[0], 'cost'), (f'{metric[1]} (%)', 'cost')):
+    panels = ((metric[0], f'{metric[1]} (%)'), ('cost', 'cost'))
+    for ax, (key, label) in zip(fig.subplots(1, 2), panels):
         for split, name in (('tr', 'train'), ('va', 'valid')):
             ax.plot(updates, [e[f'{split}_{key}'] for e in evaluations], marker='o', label=name)
         ax.set_xlabel('updates')

@@ -55,8 +55,9 @@ class OpenAIAdam(Optimizer):
     by it. max_grad_norm applies to all parameters together (it is not a per-group
     setting). Parameters without a gradient are left alone. Where torch's fused AdamW
     kernel runs (CUDA; the CPU from torch 2.4) it makes the step in one pass over memory,
-    else multi-tensor ops do; .grad may or may not be left scaled by the clipping. The step count t lives in each param group, m and v in the
-    per-parameter state, so state_dict() / load_state_dict() resume exactly.
+    else multi-tensor ops do; .grad may or may not be left scaled by the clipping. The
+    step count t lives in each param group, m and v in the per-parameter state, so
+    state_dict() / load_state_dict() resume exactly.
     """
 
     def __init__(self, params, lr, schedule, warmup, t_total, b1=0.9, b2=0.999, e=1e-8,
@@ -89,7 +90,9 @@ class OpenAIAdam(Optimizer):
                   if p.grad is not None]
         if any(p.grad.is_sparse for p in params):
             raise RuntimeError('OpenAIAdam does not support sparse gradients')
-        clip = self._clip_factor([p.grad for p in params]) if self.max_grad_norm > 0 and params else None
+        clip = None
+        if self.max_grad_norm > 0 and params:
+            clip = self._clip_factor([p.grad for p in params])
         for group in self.param_groups:
             self._step_group(group, clip)
         return loss
@@ -117,7 +120,8 @@ class OpenAIAdam(Optimizer):
             if not self.state[p]:
                 self.state[p]['m'] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 self.state[p]['v'] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        for (device, dtype, decay), ps in _group_by(live, lambda p: (p.device, p.dtype, decays(p))).items():
+        by_kind = _group_by(live, lambda p: (p.device, p.dtype, decays(p)))
+        for (device, dtype, decay), ps in by_kind.items():
             grads = [p.grad for p in ps]
             ms = [self.state[p]['m'] for p in ps]
             vs = [self.state[p]['v'] for p in ps]
@@ -128,7 +132,8 @@ class OpenAIAdam(Optimizer):
                 # decoupled decay lr * wd = lrt * l2), clipping as the unscaling of grads.
                 steps = [torch.full((), float(t), device=device)] * len(ps)
                 torch._fused_adamw_(ps, grads, ms, vs, [], steps, lr=scheduled, beta1=b1,
-                                    beta2=b2, weight_decay=l2 * bias, eps=group['e'] / math.sqrt(1 - b2 ** t),
+                                    beta2=b2, weight_decay=l2 * bias,
+                                    eps=group['e'] / math.sqrt(1 - b2 ** t),
                                     amsgrad=False, maximize=False,
                                     grad_scale=None if clip is None else (1 / clip).to(device))
                 continue

@@ -130,8 +130,8 @@ TASKS = {
                  ('similarity', 2), ('f1', 'acc'), {'test': 'MRPC.tsv'}, L['mrpc']),
     'qqp': Task('QQP', every_split(datasets.qqp), datasets.GLUE_SOURCE, similarity,
                 ('similarity', 2), ('f1', 'acc'), {'test': 'QQP.tsv'}, L['qqp']),
-    'stsb': Task('STS-B', every_split(datasets.stsb), datasets.GLUE_SOURCE, similarity, 'similarity',
-                 ('pearson', 'spearman'), {'test': 'STS-B.tsv'}, regression=True),
+    'stsb': Task('STS-B', every_split(datasets.stsb), datasets.GLUE_SOURCE, similarity,
+                 'similarity', ('pearson', 'spearman'), {'test': 'STS-B.tsv'}, regression=True),
     'mnli': Task('MNLI', every_split(datasets.mnli), datasets.GLUE_SOURCE, entailment, 'inference',
                  ('acc',), {'test_matched': 'MNLI-m.tsv', 'test_mismatched': 'MNLI-mm.tsv',
                             'diagnostic': 'AX.tsv'}, L['mnli'],
@@ -167,14 +167,17 @@ def csv_task(train_file, valid_file, test_file, text_columns, label_column,
               for name, path in files.items() if path}
     if choice_columns:  # the text columns make one context
         n = len(text_columns)
-        splits = {name: split._replace(fields=([' '.join(texts) for texts in zip(*split.fields[:n])],
-                                               *split.fields[n:]))
+        joined = lambda split: [' '.join(texts) for texts in zip(*split.fields[:n])]
+        splits = {name: split._replace(fields=(joined(split), *split.fields[n:]))
                   for name, split in splits.items()}
     classes = tuple(choice_columns) or tuple(sorted(set(splits['train'].labels)))
     for name in ('train', 'dev'):
         labels = class_ids(splits[name].labels, classes, files[name], bool(choice_columns))
         splits[name] = splits[name]._replace(labels=labels)
-    transform = multiple_choice if choice_columns else (classification, entailment)[len(columns) - 1]
+    if choice_columns:
+        transform = multiple_choice
+    else:
+        transform = classification if len(columns) == 1 else entailment
     head = 'multiple_choice' if choice_columns else ('classification', len(classes))
     return Task('CSV', lambda data_dir, n_valid: splits,
                 'your own files: --train_file, --valid_file and --test_file', transform, head,

@@ -36,7 +36,8 @@ from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model
                            pretrained_settings, save_params, weights_layout)
 from opt import OpenAIAdam
 from text_utils import write_char_vocab
-from utils import NON_NEGATIVE, PROBABILITY, Parser, ResultLogger, columns, count, file_digest, real
+from utils import (NON_NEGATIVE, PROBABILITY, Parser, ResultLogger, columns, count, file_digest,
+                   real)
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
 OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
@@ -47,7 +48,8 @@ def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
     # OpenAI's flags and defaults
     p.add_argument('--desc', type=str, default=None, help='names the run (default: --dataset)')
-    p.add_argument('--dataset', type=str, default='rocstories', choices=sorted(tasks.TASKS) + ['csv'],
+    p.add_argument('--dataset', type=str, default='rocstories',
+                   choices=sorted(tasks.TASKS) + ['csv'],
                    help='a task of the paper, or csv: your own files (below)')
     p.add_argument('--log_dir', type=str, default='log/')
     p.add_argument('--save_dir', type=str, default='save/')
@@ -57,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument('--analysis', action='store_true')
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--n_iter', type=count(1), default=3)
-    p.add_argument('--n_batch', type=count(1), default=8, help='examples per device per forward pass')
+    p.add_argument('--n_batch', type=count(1), default=8,
+                   help='examples per device per forward pass')
     p.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'), default=1)
     p.add_argument('--lr', type=NON_NEGATIVE, default=6.25e-5)
     p.add_argument('--lr_warmup', type=real(lambda v: 0 < v <= 1, 'a fraction in (0, 1]'),
@@ -126,7 +129,8 @@ def parse_args(argv=None):
     own.add_argument('--text_columns', type=columns,
                      help='the text column, or two joined as a pair (premise,hypothesis); with '
                           '--choice_columns, the context')
-    own.add_argument('--label_column', help='the class, or the right choice (name or 0-based place)')
+    own.add_argument('--label_column',
+                     help='the class, or the right choice (its name or 0-based place)')
     own.add_argument('--choice_columns', type=columns, default=(),
                      help='multiple choice: the answer columns, e.g. ending1,ending2')
     args = p.parse_args(argv)
@@ -138,7 +142,8 @@ def check_args(p, args):
     """What the flags must agree on, checked before any work."""
     args.desc = args.desc or args.dataset
     found_encoder, found_bpe = vocabulary_paths(args.model_dir)
-    args.encoder_path, args.bpe_path = args.encoder_path or found_encoder, args.bpe_path or found_bpe
+    args.encoder_path = args.encoder_path or found_encoder
+    args.bpe_path = args.bpe_path or found_bpe
     if args.n_gpu is not None:
         implied = args.n_batch * args.n_gpu
         if args.update_batch not in (None, implied):
@@ -307,7 +312,9 @@ class Trainer:
         with self.autocast():
             for k in range(self.accum):
                 last = k == self.accum - 1
-                with contextlib.nullcontext() if last or self.dd.world == 1 else self.model.no_sync():
+                # DDP averages gradients across processes on the last pass only
+                alone = self.dd.world > 1 and not last
+                with self.model.no_sync() if alone else contextlib.nullcontext():
                     total += self.step(*self.batch(split, rows[k * n:(k + 1) * n]))
         self.scaler.step(self.opt)
         self.scaler.update()
