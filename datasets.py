@@ -168,11 +168,13 @@ def texts_digest(splits):
     return h.hexdigest()
 
 
-def encoded(name, splits, encoder_path, bpe_path, cache_dir='cache/', verbose=True):
+def encoded(name, splits, encoder_path, bpe_path, cache_dir='cache/', verbose=True,
+            digest=None):
     """splits ({split name: Split}) with every text field as its BPE ids (utils.Ragged),
-    read from cache_dir when the same texts were encoded with the same vocabulary."""
-    key_parts = [f'{name} v{CACHE_VERSION}', texts_digest(splits), file_digest(encoder_path),
-                 file_digest(bpe_path)]
+    read from cache_dir when the same texts were encoded with the same vocabulary.
+    digest: texts_digest(splits), where the caller has already computed it."""
+    key_parts = [f'{name} v{CACHE_VERSION}', digest or texts_digest(splits),
+                 file_digest(encoder_path), file_digest(bpe_path)]
 
     def build():
         from text_utils import TextEncoder  # loads spaCy: only when encoding is needed

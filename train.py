@@ -439,11 +439,12 @@ def load_task(args, dd):
         splits = task.load(args.data_dir, args.n_valid)
     except (OSError, ValueError) as err:
         raise RunError(err) from None
+    digest = datasets.texts_digest(splits)
     data = datasets.encoded(args.dataset, splits, args.encoder_path, args.bpe_path,
-                            cache_dir=args.cache_dir, verbose=dd.main)
+                            cache_dir=args.cache_dir, verbose=dd.main, digest=digest)
     data = {name: split._replace(labels=tasks.label_array(task, split.labels))
             for name, split in data.items()}
-    return task, data, datasets.texts_digest(splits)
+    return task, data, digest
 
 
 def build_model(args, task, data, n_vocab):
