@@ -71,10 +71,10 @@ def tiny_run(tmp_path):
     return tmp_path, argv
 
 
-def fails(argv, capsys):
-    """(exit code, stdout, stderr) of train.main(argv), which must exit."""
+def fails(argv, capsys, main=train.main):
+    """(exit code, stdout, stderr) of main(argv), which must exit."""
     with pytest.raises(SystemExit) as stop:
-        train.main(argv)
+        main(argv)
     out, err = capsys.readouterr()
     return stop.value.code, out, err
 

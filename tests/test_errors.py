@@ -18,7 +18,7 @@ import analysis
 import datasets
 import generate
 import train
-from conftest import REPO, TINY, read_log
+from conftest import REPO, TINY, fails, read_log
 from model_pytorch import DoubleHeadModel, save_params
 from openai_shards import published_shapes, write_shards
 from text_utils import write_char_vocab
@@ -61,10 +61,7 @@ def leaves_nothing(tmp, desc):
 def one_error(main, argv, capsys):
     """(exit code, the one error line) of main(argv), which must exit with code != 0
     saying exactly one error and no traceback."""
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = stop.value.code
+    code, out, err = fails(argv, capsys, main)
     if isinstance(code, str):  # what Python prints to stderr, exiting with status 1
         err, code = err + code + '\n', 1
     errors = [line for line in (out + err).splitlines() if ': error: ' in line]
