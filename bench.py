@@ -41,7 +41,7 @@ import torch
 import datasets
 import tasks
 import train
-from utils import Parser, Ragged
+from utils import Parser, Ragged, keep_freed_memory
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('reference', 'fast', 'transformers')
@@ -69,6 +69,9 @@ def parse_args(argv=None):
                         'first update, which compiles, is reported apart')
     p.add_argument('--max_batch', type=int, default=4096,
                    help='on CUDA: the largest pass tried when looking for what fits')
+    p.add_argument('--default_malloc', action='store_true',
+                   help="leave glibc's malloc as it is; by default every implementation runs "
+                        'with the setting train.py makes (utils.keep_freed_memory)')
     p.add_argument('--force_bf16', action='store_true',
                    help='time bf16 even where the device has no fast bf16 matmul')
     p.add_argument('--text', action='store_true', help='time the text pipeline instead')
@@ -227,6 +230,8 @@ def peak_memory(device):
 
 def run_one(args, impl, dtype):
     torch.backends.cuda.matmul.allow_tf32 = False
+    if not args.default_malloc:
+        keep_freed_memory()
     source, split, n_ctx = stories(args)
     if impl == 'transformers':
         update, logits = transformers_peer(args, dtype, split, n_ctx)
@@ -478,6 +483,8 @@ def main(argv=None):
     print(f'device: {device}; torch {torch.__version__}; {args.n_layer} layers, {args.n_embd} wide, '
           f'{args.n_batch} stories x 2 endings per update')
     print(f'measured matmul peak: fp32 {peaks["fp32"]:.0f} GFLOP/s, bf16 {peaks["bf16"]:.0f} GFLOP/s')
+    print("malloc: glibc's defaults" if args.default_malloc else
+          'malloc: keeping freed memory (utils.keep_freed_memory), for every implementation')
     report([in_own_process(argv, impl, dtype) for impl, dtype in configurations(args, peaks)],
            peaks)
     if args.device.startswith('cuda'):

@@ -37,7 +37,7 @@ from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model
 from opt import OpenAIAdam
 from text_utils import write_char_vocab
 from utils import (NON_NEGATIVE, PROBABILITY, Parser, ResultLogger, columns, count, file_digest,
-                   real)
+                   keep_freed_memory, real)
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
 OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
@@ -616,6 +616,7 @@ def train(args):
 
 def run_training(args, dd, folder, stop_request):
     dd.on_first(lambda: (folder.lock(), folder.prepare(args.resume, args.overwrite)))
+    keep_freed_memory()
     if dd.main:
         print(args)
     random.seed(args.seed)

@@ -1,9 +1,14 @@
 import json
 import os
+import platform
+import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from utils import (Ragged, ResultLogger, cached, encode_dataset, flatten, iter_data, make_path,
                    np_softmax, stsb_label_encoding)
 
@@ -174,3 +179,27 @@ def test_ragged_holds_sequences_as_one_flat_array():
     assert r == lists and r == Ragged.from_lists(lists) and r != lists[:3]
     with pytest.raises(IndexError, match='index 4 out of range for 4 sequences'):
         r[4]
+
+
+FAULTS_OF_A_SECOND_BLOCK = """
+import resource, sys, torch, utils
+
+def faults():  # in filling a 64 MB block once another was freed (through malloc)
+    torch.ones(2 ** 24).sum()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(2 ** 24).sum()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+print(faults(), utils.keep_freed_memory(), faults())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason="mallopt is glibc's")
+def test_keep_freed_memory_serves_a_large_block_again_without_faulting_it_in():
+    """glibc's defaults map a 64 MB block afresh, faulting in each of its 16384 pages;
+    once freed memory is kept, a second block reuses the first's pages. In a process of
+    its own: the setting is the process's, and this one's may have been made."""
+    out = subprocess.run([sys.executable, '-c', FAULTS_OF_A_SECOND_BLOCK], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    pages = 2 ** 26 // resource.getpagesize()
+    assert int(out[0]) > pages // 2 and out[1] == 'True' and int(out[2]) < pages // 20, out
