@@ -5,7 +5,58 @@
 the LM loss of a sequence being the mean of its per-token losses over the target
 positions 1.. whose mask is 1.
 """
-from model_pytorch import lm_target_rows
+import torch
+
+from model_pytorch import LMRows, lm_target_rows
+
+CHUNK = 32  # rows of float32 logits at a time: 5 MB at GPT-1's vocabulary, cache-sized
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy of the logits h @ we.T (h (rows, n_embd), we (vocab, n_embd),
+    of one dtype) against targets (rows,): what cross_entropy(F.linear(h, we).float(),
+    targets, reduction='none') computes, without its float32 copies of the logits.
+
+    The logits are made in one product and then, CHUNK rows at a time in float32,
+    turned into the losses and, where a gradient is wanted, into their gradient
+    softmax - onehot, written back over the logits. The backward pass then only scales
+    that by each row's incoming gradient, folded into the two products it makes (on h
+    and on we, both small beside the logits). For float32 and bfloat16: float16's range
+    would lose the small probabilities of an unscaled gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, h, we, targets):
+        if h.dtype == torch.float16 or h.dtype != we.dtype:
+            raise ValueError(f'linear_cross_entropy: h and we must share a dtype other than '
+                             f'float16, got {h.dtype} and {we.dtype}')
+        logits = h @ we.T
+        losses = torch.empty(len(h), dtype=torch.float32, device=h.device)
+        grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        for i in range(0, len(h), CHUNK):
+            x = logits[i:i + CHUNK].float()
+            t = targets[i:i + CHUNK, None]
+            lse = x.logsumexp(1, keepdim=True)
+            losses[i:i + CHUNK] = (lse - x.gather(1, t)).squeeze(1)
+            if grad:
+                p = x.sub_(lse).exp_()
+                p.scatter_add_(1, t, -torch.ones_like(t, dtype=p.dtype))
+                if p.dtype != logits.dtype:  # in float32, x is the logits themselves
+                    logits[i:i + CHUNK] = p
+        ctx.save_for_backward(h, we, logits if grad else None)
+        return losses
+
+    @staticmethod
+    def backward(ctx, g):
+        h, we, softmax_minus_onehot = ctx.saved_tensors
+        g = g.float()[:, None]
+        grad_h = ((softmax_minus_onehot @ we).float() * g).to(h.dtype)
+        grad_we = softmax_minus_onehot.T @ (h.float() * g).to(h.dtype)
+        return grad_h, grad_we, None
+
+
+def linear_cross_entropy(h, we, targets):
+    return LinearCrossEntropy.apply(h, we, targets)
 
 
 def _check_shape(name, tensor, want):
@@ -59,6 +110,11 @@ class _LossCompute:
         self.opt.zero_grad()
         return loss.item()
 
+    def token_losses(self, lm_logits, targets):
+        if isinstance(lm_logits, LMRows):  # cross-entropy, fused with the product
+            return linear_cross_entropy(lm_logits.h, lm_logits.we, targets)
+        return self.lm_criterion(lm_logits, targets)
+
     def lm_losses(self, X, M, lm_logits, rows='all'):
         """Per-sequence LM losses, shape (n_seq,): the mask-weighted sum of the token
         losses at positions 1.. over the mask's sum there (NaN for a sequence with no
@@ -71,13 +127,14 @@ class _LossCompute:
         """
         seq = X.shape[-2]
         targets = X[..., 1:, 0].reshape(-1, seq - 1)
-        mask = M[..., 1:].reshape(-1, seq - 1).to(lm_logits.dtype)
-        n = lm_logits.shape[0]
+        fused = isinstance(lm_logits, LMRows)  # its losses are float32
+        mask = M[..., 1:].reshape(-1, seq - 1).to(torch.float32 if fused else lm_logits.dtype)
+        n = lm_logits.h.shape[0] if fused else lm_logits.shape[0]
         if rows == 'all':
             if n != targets.numel():
                 raise ValueError(f'lm_logits: expected {targets.numel()} rows, one per target '
                                  f'position, found {n}')
-            token_losses = self.lm_criterion(lm_logits, targets.reshape(-1)).view_as(mask)
+            token_losses = self.token_losses(lm_logits, targets.reshape(-1)).view_as(mask)
             return (token_losses * mask).sum(1) / mask.sum(1)
         if rows != 'targets':
             raise ValueError(f"lm_rows must be 'all' or 'targets', got {rows!r}")
@@ -85,7 +142,7 @@ class _LossCompute:
             raise ValueError(f'lm_logits: expected {int((mask != 0).sum())} rows, one per '
                              f'target whose mask is nonzero, found {n}')
         index = lm_target_rows(M, n)
-        token_losses = self.lm_criterion(lm_logits, targets.reshape(-1)[index])
+        token_losses = self.token_losses(lm_logits, targets.reshape(-1)[index])
         summed = mask.new_zeros(targets.shape[0]).index_add(
             0, index // (seq - 1), token_losses * mask.reshape(-1)[index])
         return summed / mask.sum(1)

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +40,37 @@ def swish(x):
 
 
 ACT_FNS = {'relu': F.relu, 'swish': swish, 'gelu': gelu}
+
+
+@torch.compiler.disable  # numpy's generator is not traceable
+def bernoulli_mask(shape, keep):
+    """A boolean mask whose elements are True independently with probability keep, as
+    torch.bernoulli draws it, in a fifth of its time on the CPU: 32 random bits per
+    element from numpy's SFC64 generator, which is seeded from torch's, so that
+    torch.manual_seed and a checkpoint's torch RNG state decide the masks."""
+    n = math.prod(shape)
+    seed = int(torch.randint(2 ** 62, ()))
+    words = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw((n + 1) // 2)
+    bits = torch.from_numpy(words.view(np.int32)[:n]).view(shape)
+    # uniform 32-bit words, read as int32, are uniform over [-2**31, 2**31)
+    return bits < min(round(keep * 2 ** 32), 2 ** 32 - 1) - 2 ** 31
+
+
+def dropout(x, p, training=True):
+    """F.dropout, TF's x / keep * mask, its mask drawn by bernoulli_mask on the CPU (where
+    torch's draw over the 40990 x 768 embedding matrix cost a tenth of a bf16 update)."""
+    if not training or p == 0:
+        return x
+    if x.device.type != 'cpu' or p >= 1:
+        return F.dropout(x, p)
+    return torch.where(bernoulli_mask(x.shape, 1 - p), x, 0).mul_(1 / (1 - p))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through dropout() above."""
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
 
 
 class Config(dict):
@@ -101,7 +133,7 @@ class Attention(nn.Module):
         self.attn_pdrop = cfg.attn_pdrop
         self.c_attn = Conv1D(nx * 3, 1, nx)
         self.c_proj = Conv1D(nx, 1, nx)
-        self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+        self.resid_dropout = Dropout(cfg.resid_pdrop)
 
     def split_heads(self, x):
         n, t, c = x.shape
@@ -135,7 +167,7 @@ class MLP(nn.Module):
         self.c_fc = Conv1D(n_state, 1, nx)
         self.c_proj = Conv1D(nx, 1, n_state)
         self.act = ACT_FNS[cfg.afn]
-        self.dropout = nn.Dropout(cfg.resid_pdrop)
+        self.dropout = Dropout(cfg.resid_pdrop)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -195,7 +227,7 @@ class TransformerModel(nn.Module):
         self.n_ctx = n_ctx
         self.embed = nn.Embedding(vocab, cfg.n_embd)
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.drop = nn.Dropout(cfg.embd_pdrop)
+        self.drop = Dropout(cfg.embd_pdrop)
         self.h = nn.ModuleList([Block(n_ctx, cfg, scale=True) for _ in range(cfg.n_layer)])
 
     def dropped_embedding(self):
@@ -211,7 +243,8 @@ class TransformerModel(nn.Module):
         x = x.reshape(-1, x.size(-2), x.size(-1))
         if packing is not None:
             x = packing.pack(x)
-        h = F.embedding(x[..., 0], we) + F.embedding(x[..., 1], we)
+        # one lookup of both ids: its backward fills one vocab-sized gradient, not two
+        h = F.embedding(x, we).sum(-2)
         for block in self.h:
             h = block(h, packing)
         return h if packing is None else packing.unpack(h)
@@ -239,20 +272,36 @@ class LMHead(nn.Module):
         self.decoder.weight = model.embed.weight
         self.trunc_and_reshape = trunc_and_reshape
 
-    def forward(self, h, we=None, mask=None, n_targets=None):
-        """Logits from hidden states h (N, seq, n_embd), with the (dropped) embedding
-        matrix we when given.
+    def rows(self, h, mask=None, n_targets=None):
+        """The hidden states whose logits forward returns: h itself, or with
+        trunc_and_reshape, positions 0..seq-2, which predict tokens 1..seq-1, as rows
+        (N * (seq - 1), n_embd); with mask (N, seq), only the rows of
+        lm_target_rows(mask, n_targets): padding costs no work."""
+        if not self.trunc_and_reshape:
+            return h
+        h = h[:, :-1].reshape(-1, self.n_embd)
+        return h if mask is None else h[lm_target_rows(mask, n_targets)]
 
-        trunc_and_reshape: the logits at positions 0..seq-2, which predict tokens 1..seq-1,
-        as rows of shape (N * (seq - 1), vocab); with mask (N, seq), only the rows of
-        lm_target_rows(mask, n_targets): padding costs no work.
-        """
+    def forward(self, h, we=None, mask=None, n_targets=None):
+        """Logits of rows(h, mask, n_targets) from hidden states h (N, seq, n_embd), with
+        the (dropped) embedding matrix we when given."""
         we = self.decoder.weight if we is None else we
-        if self.trunc_and_reshape:
-            h = h[:, :-1].reshape(-1, self.n_embd)
-            if mask is not None:
-                h = h[lm_target_rows(mask, n_targets)]
-        return F.linear(h, we)
+        return F.linear(self.rows(h, mask, n_targets), we)
+
+
+class LMRows(NamedTuple):
+    """LM logits left as the product h @ we.T that makes them: h the hidden states of the
+    rows (rows, n_embd), we the (dropped) embedding matrix, both cast as autocast casts
+    them for the product. loss.py computes the loss from it a block of rows at a time,
+    never holding the rows x vocab logits in float32."""
+    h: torch.Tensor
+    we: torch.Tensor
+
+    @classmethod
+    def of(cls, h, we):
+        # the dtype F.linear runs in here (torch < 2.4 cannot ask autocast by device)
+        dtype = F.linear(h[:1], we[:1]).dtype
+        return cls(h.to(dtype), we.to(dtype))
 
 
 def pool_clf_h(h, x, clf_token):
@@ -294,7 +343,7 @@ class ClfHead(nn.Module):
     def __init__(self, clf_token, cfg, n_class):
         super().__init__()
         self.clf_token = clf_token
-        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.dropout = Dropout(cfg.clf_pdrop)
         self.linear = nn.Linear(cfg.n_embd, n_class)
         init_head(self.linear)
 
@@ -311,7 +360,7 @@ class SimilarityHead(nn.Module):
         super().__init__()
         self.n_embd = cfg.n_embd
         self.clf_token = clf_token
-        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.dropout = Dropout(cfg.clf_pdrop)
         self.linear = nn.Linear(cfg.n_embd, n_class)
         init_head(self.linear)
 
@@ -378,7 +427,8 @@ class DoubleHeadModel(nn.Module):
         same results for less work, and LM logits only at the rows lm_target_rows(mask)
         whose loss counts. n_real, the mask's sum when the caller knows it, spares
         device-to-host syncs. lm=False skips the LM head (lm_logits None), for a loss
-        without the LM term or for classifying."""
+        without the LM term or for classifying; lm='rows' returns LMRows in place of the
+        logits, for loss.py's fused LM loss."""
         we = self.transformer.dropped_embedding()
         packing = None if mask is None else Packing(mask.reshape(-1, mask.size(-1)), n_real)
         h = self.transformer(x, we, packing)
@@ -386,7 +436,10 @@ class DoubleHeadModel(nn.Module):
         if lm:
             # every sequence's real tokens but its first are targets
             n_targets = None if n_real is None else n_real - h.size(0)
-            lm_logits = self.lm_head(h, we, mask, n_targets)
+            if lm == 'rows':
+                lm_logits = LMRows.of(self.lm_head.rows(h, mask, n_targets), we)
+            else:
+                lm_logits = self.lm_head(h, we, mask, n_targets)
         return lm_logits, self.task_head(h, x)
 
 

@@ -327,11 +327,14 @@ class Trainer:
         """Forward, loss and backward of one pass; returns its share of the update's loss
         (each of the accum passes counts 1/accum, so the gradients sum to the mean's)."""
         if self.fast:  # no LM head where its loss does not count (TF: lm_coef 0)
-            lm_logits, clf_logits = self.model(x, m, n_real, lm=self.args.lm_coef > 0)
+            # the LM loss computed with its head (loss.LinearCrossEntropy), but under fp16
+            lm = 'rows' if self.amp_dtype != torch.float16 else True
+            lm_logits, clf_logits = self.model(x, m, n_real, lm=self.args.lm_coef > 0 and lm)
         else:
             lm_logits, clf_logits = self.model(x)
         with self.full_precision():
-            lm_logits = None if lm_logits is None else lm_logits.float()
+            if isinstance(lm_logits, torch.Tensor):
+                lm_logits = lm_logits.float()
             loss = self.loss(x, y, m, clf_logits.float(), lm_logits,
                              lm_rows='targets' if self.fast else 'all') / self.accum
             self.scaler.scale(loss).backward()

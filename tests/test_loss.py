@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from loss import ClassificationLossCompute, MultipleChoiceLossCompute
+from loss import CHUNK, ClassificationLossCompute, MultipleChoiceLossCompute, linear_cross_entropy
+from model_pytorch import LMRows
 
 V = 5  # vocabulary size
 
@@ -222,3 +224,82 @@ def test_bad_shapes():
         cl(X, Y, M, clf)
     with pytest.raises(ValueError, match=r'clf_logits: expected shape \(2, n_class\)'):
         cl(X[:, 0], Y, M[:, 0], clf[0])
+
+
+def product_cross_entropy(h, we, targets, g):
+    """Float64 NumPy: per-row cross-entropy of h @ we.T and, for incoming gradients g,
+    the gradients on h and we (g * (softmax - onehot) through the product)."""
+    h, we = h.detach().double().numpy(), we.detach().double().numpy()
+    logits = h @ we.T
+    top = logits.max(1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(1, keepdims=True)) + top
+    rows = np.arange(len(h))
+    losses = (lse[:, 0] - logits[rows, targets.numpy()])
+    d = np.exp(logits - lse)
+    d[rows, targets.numpy()] -= 1
+    d *= g.double().numpy()[:, None]
+    return losses, d @ we, d.T @ h
+
+
+@pytest.mark.parametrize('rows', [1, CHUNK, CHUNK + 5, 3 * CHUNK - 1])
+def test_linear_cross_entropy_is_the_cross_entropy_of_the_product(rows):
+    g = torch.Generator().manual_seed(rows)
+    h = torch.randn(rows, 16, generator=g, requires_grad=True)
+    we = torch.randn(300, 16, generator=g, requires_grad=True)
+    targets = torch.randint(0, 300, (rows,), generator=g)
+    incoming = torch.rand(rows, generator=g)
+    losses = linear_cross_entropy(h, we, targets)
+    (losses * incoming).sum().backward()
+    want, want_h, want_we = product_cross_entropy(h, we, targets, incoming)
+    np.testing.assert_allclose(losses.detach().numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(h.grad.numpy(), want_h, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(we.grad.numpy(), want_we, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        again = linear_cross_entropy(h, we, targets)
+    torch.testing.assert_close(again, losses.detach(), rtol=0, atol=0)
+
+
+def test_linear_cross_entropy_in_bf16_is_what_autocast_logits_give():
+    """Under bf16 the losses are those of the bf16 logits, and the gradients those of
+    the unfused path but for bf16 rounding."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(70, 32, generator=g).bfloat16().requires_grad_()
+    we = torch.randn(500, 32, generator=g).bfloat16().requires_grad_()
+    targets = torch.randint(0, 500, (70,), generator=g)
+    incoming = torch.rand(70, generator=g)
+    fused = linear_cross_entropy(h, we, targets)
+    (fused * incoming).sum().backward()
+    grads = h.grad, we.grad
+    h.grad = we.grad = None
+    unfused = F.cross_entropy(F.linear(h, we).float(), targets, reduction='none')
+    (unfused * incoming).sum().backward()
+    torch.testing.assert_close(fused, unfused, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, (h.grad, we.grad)):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def test_linear_cross_entropy_refuses_float16():
+    h = torch.zeros(2, 4, dtype=torch.float16)
+    with pytest.raises(ValueError, match='float16'):
+        linear_cross_entropy(h, torch.zeros(3, 4, dtype=torch.float16), torch.zeros(2, dtype=torch.long))
+
+
+def test_lm_rows_give_the_losses_and_gradients_of_their_logits():
+    """The loss from LMRows (a model's lm='rows') is the loss of the logits h @ we.T."""
+    X, M, _ = random_batch((2, 3, 6), seed=5, lengths=[[6, 2, 4], [3, 5, 2]])
+    n = int((M[..., 1:] != 0).sum())
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(n, 8, generator=g, requires_grad=True)
+    we = torch.randn(V, 8, generator=g, requires_grad=True)
+    Y, clf_logits = torch.tensor([2, 0]), torch.randn(2, 3)
+    compute = MultipleChoiceLossCompute(*criteria(), lm_coef=0.5)
+    _, want = compute(X, Y, M, clf_logits, h @ we.T, only_return_losses=True, lm_rows='targets')
+    _, got = compute(X, Y, M, clf_logits, LMRows(h, we), only_return_losses=True,
+                     lm_rows='targets')
+    torch.testing.assert_close(got, want)
+    compute(X, Y, M, clf_logits, h @ we.T, lm_rows='targets').backward()
+    want_grads = h.grad.clone(), we.grad.clone()
+    h.grad = we.grad = None
+    compute(X, Y, M, clf_logits, LMRows(h, we), lm_rows='targets').backward()
+    torch.testing.assert_close((h.grad, we.grad), want_grads)

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import model_pytorch as mp
-from model_pytorch import Config, DoubleHeadModel, LMModel, TransformerModel
+from model_pytorch import Config, DoubleHeadModel, LMModel, TransformerModel, dropout
 
 transformers = pytest.importorskip('transformers')
 
@@ -197,6 +196,75 @@ def test_mask_skips_padding_with_the_same_results(n_real):
                                    msg=name)
 
 
+def test_lm_rows_are_the_factors_of_the_lm_logits():
+    """lm='rows' returns the hidden rows and the dropped matrix whose product is what
+    lm=True returns, cast as autocast casts them for it."""
+    torch.manual_seed(4)
+    model = DoubleHeadModel(SMALL, 40, 'multiple_choice', vocab=60, n_ctx=16).eval()
+    randomize(model)
+    x, _, _ = story_batch(44, 16, 40, seq=9)
+    mask = torch.ones(2, 2, 9)
+    mask[1, 1, 5:] = 0
+    with torch.no_grad():
+        lm, clf = model(x, mask)
+        rows, clf_rows = model(x, mask, lm='rows')
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            bf16_rows, _ = model(x, mask, lm='rows')
+    assert isinstance(rows, mp.LMRows) and rows.h.shape == (int(mask[..., 1:].sum()), 32)
+    torch.testing.assert_close(rows.h @ rows.we.T, lm)
+    torch.testing.assert_close(clf_rows, clf)
+    assert bf16_rows.h.dtype == bf16_rows.we.dtype == torch.bfloat16
+
+
+def share_close(mask, keep, sigmas=5):
+    """The share of True in mask is keep within `sigmas` binomial standard deviations."""
+    n = mask.numel()
+    return abs(mask.double().mean().item() - keep) < sigmas * math.sqrt(keep * (1 - keep) / n)
+
+
+@pytest.mark.parametrize('keep', [0.9, 0.5, 0.03])
+def test_bernoulli_mask_keeps_at_its_rate_independently(keep):
+    """Bernoulli(keep) per element: its rate, neighbours (also the two halves of one
+    64-bit random word) and two successive draws independent of each other."""
+    torch.manual_seed(0)
+    a, b = mp.bernoulli_mask((1000, 1001), keep), mp.bernoulli_mask((1000, 1001), keep)
+    assert a.dtype == torch.bool and a.shape == (1000, 1001)
+    assert share_close(a, keep) and share_close(b, keep)
+    flat = a.reshape(-1)
+    assert share_close(flat[:-1] & flat[1:], keep ** 2)  # neighbours
+    assert share_close(flat[0::2] & flat[1::2], keep ** 2)  # halves of a word
+    assert share_close(a & b, keep ** 2)  # successive draws
+
+
+def test_bernoulli_mask_follows_torch_rng():
+    """torch.manual_seed, and torch's RNG state as a checkpoint saves it, decide the
+    masks (so that a resumed run draws what an uninterrupted one does)."""
+    torch.manual_seed(1)
+    first = mp.bernoulli_mask((64, 64), 0.9)
+    state = torch.get_rng_state()
+    second = mp.bernoulli_mask((64, 64), 0.9)
+    torch.manual_seed(1)
+    assert torch.equal(mp.bernoulli_mask((64, 64), 0.9), first)
+    torch.set_rng_state(state)
+    assert torch.equal(mp.bernoulli_mask((64, 64), 0.9), second)
+    assert not torch.equal(first, second)
+
+
+def test_dropout_is_tf_dropout_and_passes_through_when_off():
+    """x / keep where kept, 0 elsewhere; nothing dropped with p 0 or out of training; a
+    gradient through the kept entries only, scaled likewise."""
+    torch.manual_seed(2)
+    x = torch.randn(300, 50, requires_grad=True)
+    y = dropout(x, 0.25)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    assert share_close(kept, 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    assert dropout(x, 0.0) is x and dropout(x, 0.9, training=False) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+
+
 def test_lm_model_probs_never_choose_positions():
     torch.manual_seed(5)
     model = LMModel(SMALL, vocab=60, n_ctx=16, return_probs=True).eval()
@@ -219,7 +287,7 @@ def test_embedding_dropout_reaches_lm_head_in_training():
     # Replay the one mask the model drew: the same dropped matrix must explain both the
     # hidden states (input lookup) and the logits (tied decoder).
     torch.manual_seed(7)
-    we = F.dropout(model.transformer.embed.weight, 0.5, training=True)
+    we = dropout(model.transformer.embed.weight, 0.5)
     h = model.transformer(x, we)
     torch.testing.assert_close(lm_logits, h[:, :-1].reshape(-1, 32) @ we.t())
     undropped = h[:, :-1].reshape(-1, 32) @ model.transformer.embed.weight.t()

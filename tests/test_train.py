@@ -247,8 +247,8 @@ def test_bf16_update_casts_each_weight_once_and_computes_what_per_pass_autocast_
     for k in (0, 1):  # the same passes, autocast around each forward alone
         x, m, y, n_real = reference.batch(split, np.arange(4 * k, 4 * k + 4))
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            lm, clf = reference.model(x, m, n_real)
-        (reference.loss(x, y, m, clf.float(), lm.float(), lm_rows='targets') / 2).backward()
+            lm, clf = reference.model(x, m, n_real, lm='rows')
+        (reference.loss(x, y, m, clf.float(), lm, lm_rows='targets') / 2).backward()
     reference.opt.step()
     for name, p in reference.module.state_dict().items():
         assert torch.equal(trainer.module.state_dict()[name], p), name
