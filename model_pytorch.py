@@ -330,10 +330,8 @@ class MultipleChoiceHead(nn.Module):
 
     def forward(self, h, x):
         clf_h = pool_clf_h(h, x, self.clf_token).view(-1, x.size(1), self.n_embd)
-        if self.training and self.clf_pdrop > 0:
-            # TF noise_shape [batch, 1, n_embd]: all choices of an example share one mask.
-            keep = torch.full_like(clf_h[:, :1], 1 - self.clf_pdrop)
-            clf_h = clf_h * (torch.bernoulli(keep) / (1 - self.clf_pdrop))
+        # TF noise_shape [batch, 1, n_embd]: all choices of an example share one mask.
+        clf_h = clf_h * dropout(torch.ones_like(clf_h[:, :1]), self.clf_pdrop, self.training)
         return self.linear(clf_h).squeeze(-1)
 
 
