@@ -1,7 +1,7 @@
+import ctypes
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 
@@ -181,27 +181,41 @@ def test_ragged_holds_sequences_as_one_flat_array():
         r[4]
 
 
-FAULTS_OF_64_MB_BLOCKS = """
-import resource, torch, utils
+MAPPED_AND_KEPT = """
+import ctypes, torch, utils
 
-def faults():  # in filling a 64 MB block (through malloc) that is freed after
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(2 ** 24).sum()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks',
+        'fordblks', 'keepcost')]
 
-print(*[faults() for _ in range(3)], utils.keep_freed_memory(), *[faults() for _ in range(8)])
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+
+def mapped_and_kept():
+    before = libc.mallinfo2().hblkhd
+    block = torch.ones(2 ** 24)  # 64 MB, through malloc
+    mapped = libc.mallinfo2().hblkhd - before  # bytes mapped apart from the heap for it
+    del block
+    return mapped, libc.mallinfo2().fordblks  # free bytes the heap holds once it is freed
+
+print(*mapped_and_kept(), utils.keep_freed_memory(), *mapped_and_kept(), *mapped_and_kept())
 """
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason="mallopt is glibc's")
-def test_keep_freed_memory_serves_large_blocks_again_without_faulting_them_in():
-    """glibc's defaults map every 64 MB block afresh, faulting in each of its 16384 pages;
-    once freed memory is kept, blocks reuse freed pages (after the first few, which grow
-    the heap past the small allocations made between them). In a process of its own:
-    the setting is the process's, and this one's may have been made."""
-    out = subprocess.run([sys.executable, '-c', FAULTS_OF_64_MB_BLOCKS], cwd=REPO,
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or
+                    not hasattr(ctypes.CDLL(None), 'mallinfo2'),
+                    reason="mallopt is glibc's, mallinfo2 glibc >= 2.33's")
+def test_keep_freed_memory_keeps_a_freed_block_in_the_heap():
+    """glibc's defaults map a 64 MB block apart from the heap and unmap it when it is
+    freed, so that the next one faults all its pages in afresh; once freed memory is
+    kept, such blocks come from the heap, which holds them, free, for the next. In a
+    process of its own: the setting is the process's, and this one's may have been made."""
+    out = subprocess.run([sys.executable, '-c', MAPPED_AND_KEPT], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.split()
-    pages = 2 ** 26 // resource.getpagesize()
-    assert out[3] == 'True', out
-    assert all(int(n) > pages // 2 for n in out[:3]), out
-    assert all(int(n) < pages // 20 for n in out[-3:]), out
+    block = 2 ** 26
+    default_mapped, default_kept, made, *kept_runs = out
+    assert int(default_mapped) >= block and int(default_kept) < block, out
+    assert made == 'True', out
+    for mapped, kept in zip(kept_runs[::2], kept_runs[1::2]):
+        assert int(mapped) == 0 and int(kept) >= block, out
