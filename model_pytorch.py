@@ -42,7 +42,6 @@ def swish(x):
 ACT_FNS = {'relu': F.relu, 'swish': swish, 'gelu': gelu}
 
 
-@torch.compiler.disable  # numpy's generator is not traceable
 def bernoulli_mask(shape, keep):
     """A boolean mask whose elements are True independently with probability keep, as
     torch.bernoulli draws it, in a fifth of its time on the CPU: 32 random bits per
@@ -61,7 +60,8 @@ def dropout(x, p, training=True):
     torch's draw over the 40990 x 768 embedding matrix cost a tenth of a bf16 update)."""
     if not training or p == 0:
         return x
-    if x.device.type != 'cpu' or p >= 1:
+    # torch's draw on a GPU, and under torch.compile, which fuses it (numpy's does not trace)
+    if x.device.type != 'cpu' or p >= 1 or torch.compiler.is_compiling():
         return F.dropout(x, p)
     return torch.where(bernoulli_mask(x.shape, 1 - p), x, 0).mul_(1 / (1 - p))
 
