@@ -184,7 +184,7 @@ def transformers_peer(args, dtype, split, n_ctx):
                                       enabled=dtype == 'bf16')
 
     def batch(rows):
-        x, m = INPUTS(split, rows)
+        x, m = INPUTS(split, rows, max_length=n_ctx)
         ids = torch.from_numpy(x[..., 0]).to(args.device)
         mc_token_ids = torch.from_numpy((m.sum(-1) - 1).astype(np.int64)).to(args.device)
         labels = ids.masked_fill(torch.from_numpy(m).to(args.device) == 0, -100)
