@@ -623,8 +623,8 @@ def train(args):
             progress = run_training(args, dd, folder, stop_request)
             together = True
             return progress
-        except Interrupted:
-            together = True
+        except Interrupted:  # during training, at an update that every process agreed on
+            together = stop_request.training
             raise
         finally:
             folder.unlock()

@@ -119,31 +119,64 @@ def test_bf16_autocast_stays_close_to_float32(setup):
     assert a['va_cost'] != b['va_cost']  # autocast really ran in bf16
 
 
-def test_two_gloo_processes_through_train_main_equal_one(setup, tmp_path):
-    """torchrun with 2 processes, each training its own half of every update, against one
-    process training both halves by accumulation: the same parameters and log. Dropout is
-    off, so that both compute one function; Adam's epsilon is 1e-3, so that gradients
-    that are zero but for rounding (which the two sums of the halves round differently)
-    move nothing, where at 1e-8 Adam would step them by +-lr."""
-    tmp, argv, out = setup
-    argv += ['--n_iter', '1', '--embd_pdrop', '0', '--attn_pdrop', '0', '--resid_pdrop', '0',
-             '--clf_pdrop', '0', '--adam_eps', '1e-3']  # --e: torchrun's parser takes it
-    train.main(argv + out('single'))
+def torchrun(tmp_path, script_and_argv):
+    """Two gloo processes of a script under torchrun, one thread each."""
     with socket.socket() as s:  # a port free now, for the rendezvous
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
-    res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-                          '--master_addr=127.0.0.1', f'--master_port={port}', 'train.py']
-                         + argv + out('ddp'), cwd=REPO, env=env, timeout=180,
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert '8 updates on cpu' in res.stdout and '1 accumulation step(s) x 2 device(s)' in res.stdout
-    a, b = final_params(tmp, 'single'), final_params(tmp, 'ddp')
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                           '--master_addr=127.0.0.1', f'--master_port={port}'] + script_and_argv,
+                          cwd=REPO, env=env, timeout=180, capture_output=True, text=True)
+
+
+# Dropout off, so that one process and two compute one function; Adam's epsilon 1e-3, so
+# that gradients that are zero but for rounding (which the two sums of the halves round
+# differently) move nothing, where at 1e-8 Adam would step them by +-lr. (--e: torchrun's
+# parser takes it.)
+ONE_FUNCTION = ['--embd_pdrop', '0', '--attn_pdrop', '0', '--resid_pdrop', '0',
+                '--clf_pdrop', '0', '--adam_eps', '1e-3']
+
+
+def assert_close_runs(tmp, single, ddp):
+    a, b = final_params(tmp, single), final_params(tmp, ddp)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
-    la, lb = (without_time(read_log(tmp / n / 'log' / 'run.jsonl'))[1] for n in ('single', 'ddp'))
-    assert la.keys() == lb.keys() and all(lb[k] == pytest.approx(la[k], rel=1e-5) for k in la)
+    la, lb = (without_time(read_log(tmp / n / 'log' / 'run.jsonl'))[1:] for n in (single, ddp))
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        assert x.keys() == y.keys() and all(y[k] == pytest.approx(x[k], rel=1e-5) for k in x)
+
+
+def test_two_gloo_processes_through_train_main_equal_one(setup, tmp_path):
+    """torchrun with 2 processes, each training its own half of every update, against one
+    process training both halves by accumulation: the same parameters and log."""
+    tmp, argv, out = setup
+    argv += ['--n_iter', '1'] + ONE_FUNCTION
+    train.main(argv + out('single'))
+    res = torchrun(tmp_path, ['train.py'] + argv + out('ddp'))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert '8 updates on cpu' in res.stdout and '1 accumulation step(s) x 2 device(s)' in res.stdout
+    assert_close_runs(tmp, 'single', 'ddp')
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_then_resumes(setup, tmp_path):
+    """SIGTERM to the second of two processes alone, during update 5: both stop together at
+    the next point where they meet (update 6, with --save_every 2) after its checkpoint,
+    each exits 75, neither aborts on the way out; --resume under torchrun then ends as one
+    process that was never stopped."""
+    tmp, argv, out = setup
+    argv += ['--n_iter', '2', '--save_every', '2'] + ONE_FUNCTION
+    train.main(argv + out('single'))
+    res = torchrun(tmp_path, ['tests/sigterm_one_rank.py'] + argv + out('ddp'))
+    assert res.returncode != 0
+    assert res.stderr.count('stopped at update 6: checkpoint written') == 2, res.stderr[-3000:]
+    assert 'exitcode  : 75' in res.stderr and 'terminate called' not in res.stderr
+    ckpts = sorted(p.name for p in (tmp / 'ddp' / 'save' / 'run' / 'checkpoints').iterdir())
+    assert ckpts == ['update_00000004.pt', 'update_00000006.pt']
+    res = torchrun(tmp_path, ['train.py'] + argv + out('ddp') + ['--resume'])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_close_runs(tmp, 'single', 'ddp')
 
 
 # ---- every writer, crashed mid-write, leaves the previous file and no temporary ----------
