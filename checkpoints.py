@@ -32,11 +32,20 @@ RESUMABLE_CHANGES = {'desc', 'log_dir', 'save_dir', 'data_dir', 'submission_dir'
                      'test_file'}
 
 
-class RunError(Exception):
+class RunStop(Exception):
+    """A run's end before its last update. `together`: every process raised it at the same
+    point (under torchrun they then end together)."""
+
+    def __init__(self, message, together=False):
+        super().__init__(message)
+        self.together = together
+
+
+class RunError(RunStop):
     """A run cannot start or go on as asked; the message says why and what to do."""
 
 
-class Interrupted(Exception):
+class Interrupted(RunStop):
     """SIGTERM or Ctrl-C: the run stopped at a checkpoint and can be resumed."""
 
 

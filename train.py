@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import datasets
 import tasks
-from checkpoints import (Interrupted, Progress, RunError, RunFolder, check_finite,
+from checkpoints import (Interrupted, Progress, RunError, RunFolder, RunStop, check_finite,
                          check_settings, rng_state, set_rng_state, settings)
 from download import (DownloadError, download_openai_model, vocabulary_differs,
                       vocabulary_paths)
@@ -232,6 +232,14 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def earliest(self, n):
+        """The smallest n of the processes' that is not -1 (none), or -1; on every process."""
+        if self.world == 1:
+            return n
+        t = torch.tensor([n if n >= 0 else 2 ** 62], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item()) if t.item() < 2 ** 62 else -1
+
     def on_first(self, fn):
         """fn() on the first process alone; when it fails, every process stops."""
         error = None
@@ -241,7 +249,8 @@ class Distributed:
             except RunError as err:
                 error = err
         if self.any(error is not None):
-            raise error or RunError('the first process could not start the run')
+            raise RunError(str(error or 'the first process could not start the run'),
+                           together=True)
 
 
 class StopRequest:
@@ -375,12 +384,13 @@ class Trainer:
         return cost, tasks.score(self.task, tasks.predict(self.task, logits), labels, group)
 
     def check_finite_loss(self, newest_checkpoint):
-        """A host sync: done at log and save points and every 10 updates only."""
-        bad = int(self.first_bad.item())
+        """A host sync: done at log and save points and every 10 updates only. Every
+        process stops, where any one's share of the loss was non-finite."""
+        bad = self.dd.earliest(int(self.first_bad.item()))
         if bad >= 0:
             raise RunError(f'non-finite loss at update {bad}: training stopped. The last good '
                            f'checkpoint is {newest_checkpoint or "none written yet"}; lower '
-                           '--lr, check the data, or use --amp none')
+                           '--lr, check the data, or use --amp none', together=True)
 
 
 def check_model_files(args):
@@ -557,7 +567,7 @@ class Run:
             self.checkpoint()
             raise Interrupted(f'stopped at update {self.progress.n_updates}: checkpoint written '
                               f'to {self.folder.checkpoints.dir}; continue with the same '
-                              'command and --resume')
+                              'command and --resume', together=True)
 
     def submit(self):
         """OpenAI's --submit: the best parameters predict every test split; a file of
@@ -617,14 +627,14 @@ def fit(run, stop_request):
 
 def train(args):
     dd, folder = Distributed(args.device), RunFolder(args)
-    together = False  # where a single process fails, the others are not at a barrier
+    together = False  # where one process fails alone, the others are not at a barrier
     with StopRequest() as stop_request:
         try:
             progress = run_training(args, dd, folder, stop_request)
             together = True
             return progress
-        except Interrupted:  # during training, at an update that every process agreed on
-            together = stop_request.training
+        except RunStop as stop:
+            together = stop.together
             raise
         finally:
             folder.unlock()

@@ -168,7 +168,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_then_resumes(setup, tmp_path
     tmp, argv, out = setup
     argv += ['--n_iter', '2', '--save_every', '2'] + ONE_FUNCTION
     train.main(argv + out('single'))
-    res = torchrun(tmp_path, ['tests/sigterm_one_rank.py'] + argv + out('ddp'))
+    res = torchrun(tmp_path, ['tests/second_rank_fault.py', 'sigterm'] + argv + out('ddp'))
     assert res.returncode != 0
     assert res.stderr.count('stopped at update 6: checkpoint written') == 2, res.stderr[-3000:]
     assert 'exitcode  : 75' in res.stderr and 'terminate called' not in res.stderr
@@ -177,6 +177,20 @@ def test_sigterm_to_one_of_two_processes_stops_both_then_resumes(setup, tmp_path
     res = torchrun(tmp_path, ['train.py'] + argv + out('ddp') + ['--resume'])
     assert res.returncode == 0, res.stderr[-3000:]
     assert_close_runs(tmp, 'single', 'ddp')
+
+
+def test_non_finite_loss_in_one_of_two_processes_stops_both(setup, tmp_path):
+    """A non-finite loss in the second process's share of update 9 alone: both stop at the
+    next point where they meet (update 10), each with the same one line, where the first
+    would otherwise train on into a collective that the second has left."""
+    tmp, argv, out = setup
+    argv += ['--n_iter', '2', '--save_every', '2'] + ONE_FUNCTION
+    res = torchrun(tmp_path, ['tests/second_rank_fault.py', 'nan'] + argv + out('ddp'))
+    assert res.returncode != 0
+    line = ('train.py: error: non-finite loss at update 9: training stopped. The last good '
+            f'checkpoint is {tmp / "ddp" / "save" / "run" / "checkpoints" / "update_00000008.pt"}')
+    assert res.stderr.count(line) == 2, res.stderr[-3000:]
+    assert 'terminate called' not in res.stderr
 
 
 # ---- every writer, crashed mid-write, leaves the previous file and no temporary ----------
