@@ -210,7 +210,10 @@ class Distributed:
         which holds no tensors, the GIL is free until the slowest process arrives."""
         if self.world > 1 and dist.is_initialized():
             if together:
-                dist.barrier()
+                try:
+                    dist.barrier()
+                except RuntimeError:  # another process failed after its work; it says why
+                    pass
             dist.destroy_process_group()
 
     def gather(self, obj):

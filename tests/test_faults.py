@@ -168,7 +168,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_then_resumes(setup, tmp_path
     tmp, argv, out = setup
     argv += ['--n_iter', '2', '--save_every', '2'] + ONE_FUNCTION
     train.main(argv + out('single'))
-    res = torchrun(tmp_path, ['tests/second_rank_fault.py', 'sigterm'] + argv + out('ddp'))
+    res = torchrun(tmp_path, ['tests/one_rank_fault.py', 'sigterm'] + argv + out('ddp'))
     assert res.returncode != 0
     assert res.stderr.count('stopped at update 6: checkpoint written') == 2, res.stderr[-3000:]
     assert 'exitcode  : 75' in res.stderr and 'terminate called' not in res.stderr
@@ -185,12 +185,25 @@ def test_non_finite_loss_in_one_of_two_processes_stops_both(setup, tmp_path):
     would otherwise train on into a collective that the second has left."""
     tmp, argv, out = setup
     argv += ['--n_iter', '2', '--save_every', '2'] + ONE_FUNCTION
-    res = torchrun(tmp_path, ['tests/second_rank_fault.py', 'nan'] + argv + out('ddp'))
+    res = torchrun(tmp_path, ['tests/one_rank_fault.py', 'nan'] + argv + out('ddp'))
     assert res.returncode != 0
     line = ('train.py: error: non-finite loss at update 9: training stopped. The last good '
             f'checkpoint is {tmp / "ddp" / "save" / "run" / "checkpoints" / "update_00000008.pt"}')
     assert res.stderr.count(line) == 2, res.stderr[-3000:]
     assert 'terminate called' not in res.stderr
+
+
+def test_full_disk_at_the_first_process_s_submission_ends_the_others_quietly(setup, tmp_path):
+    """The first process finds the disk full writing the submission, after the others have
+    done their share and wait for it at the end: it says so in one line, and they end
+    without a traceback of their own (torchrun's own report is the one traceback)."""
+    tmp, argv, out = setup
+    argv += ['--n_iter', '1', '--submit']
+    res = torchrun(tmp_path, ['tests/one_rank_fault.py', 'full_disk'] + argv + out('ddp'))
+    assert res.returncode != 0
+    assert res.stderr.count('train.py: error: No space left on device while writing '
+                            f'{tmp / "ddp" / "sub" / "run" / "ROCStories.tsv"}') == 1, res.stderr[-3000:]
+    assert res.stderr.count('Traceback (most recent call last)') == 1, res.stderr[-3000:]
 
 
 # ---- every writer, crashed mid-write, leaves the previous file and no temporary ----------
