@@ -148,28 +148,19 @@ def assert_close_runs(tmp, single, ddp):
         assert x.keys() == y.keys() and all(y[k] == pytest.approx(x[k], rel=1e-5) for k in x)
 
 
-def test_two_gloo_processes_through_train_main_equal_one(setup, tmp_path):
+def test_two_gloo_processes_equal_one_through_a_sigterm_to_one_and_resume(setup, tmp_path):
     """torchrun with 2 processes, each training its own half of every update, against one
-    process training both halves by accumulation: the same parameters and log."""
-    tmp, argv, out = setup
-    argv += ['--n_iter', '1'] + ONE_FUNCTION
-    train.main(argv + out('single'))
-    res = torchrun(tmp_path, ['train.py'] + argv + out('ddp'))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert '8 updates on cpu' in res.stdout and '1 accumulation step(s) x 2 device(s)' in res.stdout
-    assert_close_runs(tmp, 'single', 'ddp')
-
-
-def test_sigterm_to_one_of_two_processes_stops_both_then_resumes(setup, tmp_path):
-    """SIGTERM to the second of two processes alone, during update 5: both stop together at
+    process training both halves by accumulation: the same parameters and log, through a
+    stop. SIGTERM reaches the second process alone, during update 5: both stop together at
     the next point where they meet (update 6, with --save_every 2) after its checkpoint,
-    each exits 75, neither aborts on the way out; --resume under torchrun then ends as one
-    process that was never stopped."""
+    each exits 75, neither aborts on the way out; --resume under torchrun then ends as the
+    one process that was never stopped."""
     tmp, argv, out = setup
     argv += ['--n_iter', '2', '--save_every', '2'] + ONE_FUNCTION
     train.main(argv + out('single'))
     res = torchrun(tmp_path, ['tests/one_rank_fault.py', 'sigterm'] + argv + out('ddp'))
     assert res.returncode != 0
+    assert '16 updates on cpu' in res.stdout and '1 accumulation step(s) x 2 device(s)' in res.stdout
     assert res.stderr.count('stopped at update 6: checkpoint written') == 2, res.stderr[-3000:]
     assert 'exitcode  : 75' in res.stderr and 'terminate called' not in res.stderr
     ckpts = sorted(p.name for p in (tmp / 'ddp' / 'save' / 'run' / 'checkpoints').iterdir())
