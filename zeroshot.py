@@ -261,9 +261,9 @@ def parse_args(argv=None):
 
 def run(args):
     """The task's scores and the heuristic's details, printing the summary line."""
+    model, dims = load_lm(model_dir=args.model_dir, device=args.device)  # missing: say so at once
     text_encoder = load_text_encoder(args.encoder_path, args.bpe_path)
     splits = load_splits(args.task, args.data_dir, args.split, args.limit)
-    model, dims = load_lm(model_dir=args.model_dir, device=args.device)
     if len(text_encoder.encoder) != dims['n_vocab']:
         raise ValueError(f'{args.encoder_path} holds {len(text_encoder.encoder)} tokens but '
                          f"the model knows {dims['n_vocab']}: pass its vocabulary "
