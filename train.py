@@ -227,21 +227,23 @@ class Distributed:
         if self.world > 1:
             dist.broadcast(tensor, src=0)
 
+    def reduce(self, n, op):
+        """The whole number n of every process combined by op ('MAX', 'MIN'), on each."""
+        if self.world == 1:
+            return n
+        t = torch.tensor([n], device=self.device)
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+        return int(t.item())
+
     def any(self, flag):
         """True on every rank when flag is True on any: ranks stop at the same update."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return bool(self.reduce(int(flag), 'MAX'))
 
     def earliest(self, n):
         """The smallest n of the processes' that is not -1 (none), or -1; on every process."""
-        if self.world == 1:
-            return n
-        t = torch.tensor([n if n >= 0 else 2 ** 62], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return int(t.item()) if t.item() < 2 ** 62 else -1
+        none = 2 ** 62
+        smallest = self.reduce(n if n >= 0 else none, 'MIN')
+        return -1 if smallest == none else smallest
 
     def on_first(self, fn):
         """fn() on the first process alone; when it fails, every process stops."""
