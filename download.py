@@ -11,11 +11,17 @@ valid are not downloaded again. A connection that brings nothing for --timeout s
 (10) counts as broken and is tried again, RETRIES (3) times, each try named on stderr: a
 stalled server fails within 40 seconds, with a message naming the URL.
 
+Every file is checked for its form (JSON, BPE merges, .npy shards whose sizes add up to
+params_shapes.json). From OpenAI's repository each is also checked against OpenAI's git
+hash as it arrives; from another --base_url, the last line says whether their hashes are
+OpenAI's all the same, naming the files that differ.
+
 --from hub fetches transformers' copy of the same model from the Hugging Face Hub
 (openai-community/openai-gpt: config.json, model.safetensors, vocab.json, merges.txt),
 which load_openai_pretrained_model and generate.py read as well; it needs the
 huggingface_hub package, which does its own resuming and checking.
 """
+import argparse
 import hashlib
 import http.client
 import json
@@ -25,13 +31,14 @@ import socket
 import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from tqdm import tqdm
 
 from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, SHARD_NAMES,
                            check_shard_total, shard_length, weights_layout)
-from utils import Parser, commit_file, read_bpe_merges
+from utils import Parser, commit_file, read_bpe_merges, real
 
 DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
 REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
@@ -112,31 +119,73 @@ def _load_json(path):
 
 
 def _check_shapes(path):
+    """OpenAI's params_shapes.json: the positions [n_ctx, n_embd], the tokens [n_vocab,
+    n_embd], then 12 tensors per block, each shape a list of sizes."""
     shapes = _load_json(path)
-    if not (isinstance(shapes, list) and shapes and all(
-            isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s)
-            for s in shapes)):
-        raise ValueError(f'{path} is not a list of tensor shapes')
+    if not (isinstance(shapes, list) and all(
+            isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shapes)):
+        raise ValueError(f'{path} is not a list of tensor shapes (lists of whole numbers)')
+    if not (len(shapes) >= 2 and len(shapes) % 12 == 2 and len(shapes[0]) == len(shapes[1]) == 2
+            and shapes[0][1] == shapes[1][1]):
+        raise ValueError(f"{path} does not lay out OpenAI's model: expected [n_ctx, n_embd], "
+                         '[n_vocab, n_embd], then 12 shapes per block; found '
+                         f'{len(shapes)} shapes, starting {shapes[:2]}')
 
 
 def _check_encoder(path):
+    """A JSON object from BPE tokens to the ids 0..n-1, each once (the embedding's rows);
+    returns n."""
     encoder = _load_json(path)
     if not (isinstance(encoder, dict) and encoder
-            and all(isinstance(v, int) for v in encoder.values())):
-        raise ValueError(f'{path} is not a map from BPE tokens to ids')
+            and all(type(v) is int for v in encoder.values())):
+        raise ValueError(f'{path} is not a map from BPE tokens to ids (a JSON object of '
+                         'whole numbers)')
+    if sorted(encoder.values()) != list(range(len(encoder))):
+        raise ValueError(f'{path}: its {len(encoder)} tokens must have the ids 0 to '
+                         f'{len(encoder) - 1}, each once (the rows of the embedding)')
+    return len(encoder)
 
 
 def _check_bpe(path):
-    """Each line after the version header must be one merge of two symbols."""
+    """A version header, then one merge of two symbols per line."""
     try:
+        with open(path, encoding='utf-8') as f:
+            header = f.readline()
         merges = read_bpe_merges(path)
     except UnicodeDecodeError as err:
         raise ValueError(f'{path} is not UTF-8 text ({err})') from None
+    # The first line is skipped as the header, whatever it holds: a merge there is lost.
+    if not header.startswith('#'):
+        raise ValueError(f"{path}: line 1 is not a version header such as '#version: 0.2' "
+                         '(the first line is skipped)')
     if not merges:
-        raise ValueError(f'{path} holds no BPE merges')
+        raise ValueError(f'{path} holds no BPE merges (a header line, then one merge a line)')
     bad = next((i for i, merge in enumerate(merges, 2) if len(merge) != 2), None)
     if bad is not None:
         raise ValueError(f'{path}: line {bad} is not a BPE merge (two symbols)')
+
+
+def check_vocabulary_and_weights(encoder_path, bpe_path, model_dir=None):
+    """Checks, before anything heavy loads, the files that train.py, generate.py,
+    zeroshot.py and pretrain.py read first, and returns the vocabulary's size.
+
+    encoder_path: the BPE tokens' JSON (encoder_bpe_40000.json or the Hub's vocab.json), an
+    object from tokens to the ids 0..n-1. bpe_path: the merges (vocab_40000.bpe or
+    merges.txt), a version header then one merge of two symbols a line. model_dir: the
+    folder of the pretrained weights when they are used, else None: when it holds OpenAI's
+    layout (weights_layout), its params_shapes.json must lay out OpenAI's model. Files
+    absent from model_dir are left to the loader, whose message says how to get them.
+
+    Raises ValueError naming the file (and line) and what was expected; OSError when a
+    file cannot be read (FileNotFoundError when it does not exist).
+    """
+    n_vocab = _check_encoder(encoder_path)
+    _check_bpe(bpe_path)
+    if model_dir is not None and weights_layout(model_dir)[0] == 'openai':
+        shapes = os.path.join(model_dir, 'params_shapes.json')
+        if os.path.isfile(shapes):
+            _check_shapes(shapes)
+    return n_vocab
 
 
 def vocabulary_differs(encoder_path, bpe_path):
@@ -333,6 +382,21 @@ def _present(path, name, check_hashes, verbose):
         return False
 
 
+def folder_url(url):
+    """url ending in '/', so that a file's name can be appended."""
+    return url if url.endswith('/') else url + '/'
+
+
+def source_url(text):
+    """An argparse type: an http(s) or file URL."""
+    parts = urllib.parse.urlsplit(text)
+    where = parts.path if parts.scheme == 'file' else parts.netloc  # file:///folder/
+    if parts.scheme not in ('http', 'https', 'file') or not where:
+        raise argparse.ArgumentTypeError(f'expected an http://, https:// or file:// URL of '
+                                         f'the folder that holds the files, got {text!r}')
+    return text
+
+
 def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True,
                           retries=RETRIES, timeout=TIMEOUT):
     """Fetches OpenAI's model/ folder into model_dir, skipping files already present and
@@ -340,7 +404,7 @@ def download_openai_model(model_dir='model/', base_url=DEFAULT_URL, verbose=True
     files when base_url is the official one; any other source gets the structural checks
     only (what test servers and mirrors of a different build can offer). A connection
     that brings nothing for timeout seconds is broken; each file gets retries more tries."""
-    base_url = base_url if base_url.endswith('/') else base_url + '/'
+    base_url = folder_url(base_url)
     check_hashes = base_url == DEFAULT_URL
     os.makedirs(model_dir, exist_ok=True)
     lengths = {}
@@ -382,28 +446,50 @@ def download_from_hub(model_dir='model/', repo_id=HUB_REPO):
     return paths
 
 
+def checked(files, base_url):
+    """What was checked of OpenAI's files fetched from base_url, in words: from OpenAI's
+    repository each was compared with OpenAI's git hash as it was fetched; from any other
+    source only their form was, so their hashes are compared here, to say whether they
+    are OpenAI's release all the same."""
+    if folder_url(base_url) == DEFAULT_URL:
+        return "each identical to OpenAI's (git blob SHA-1)"
+    form = ('well formed (JSON, BPE merges, and .npy shards whose sizes add up to '
+            'params_shapes.json)')
+    differ = [os.path.basename(path) for path in files
+              if git_blob_sha1(path) != GIT_BLOB_SHA1[os.path.basename(path)]]
+    if not differ:
+        return f"{form}, and identical to OpenAI's release (git blob SHA-1)"
+    return (f"{form}, but not OpenAI's release: {len(differ)} of them differ from OpenAI's "
+            f"(git blob SHA-1): {', '.join(differ)}")
+
+
 def main(argv=None):
-    p = Parser(description=__doc__.split('\n\n')[0])
+    p = Parser(prog='download.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--model_dir', default='model/', help='where to put the files')
     p.add_argument('--from', dest='source', choices=['openai', 'hub'], default='openai',
                    help="openai: OpenAI's model/ folder (default); hub: transformers' copy "
                    f'on the Hugging Face Hub, {HUB_REPO} (needs huggingface_hub)')
-    p.add_argument('--base_url', help="folder URL serving OpenAI's files (default: OpenAI's "
-                   'repository)')
-    p.add_argument('--timeout', type=float, default=TIMEOUT,
+    p.add_argument('--base_url', type=source_url,
+                   help="folder URL serving OpenAI's files (default: OpenAI's repository); "
+                   "files from any other are checked for their form, then compared with "
+                   "OpenAI's hashes")
+    p.add_argument('--timeout', type=real(lambda v: v > 0, 'a number of seconds > 0'),
+                   default=TIMEOUT,
                    help='seconds without data before a connection counts as broken')
     args = p.parse_args(argv)
     if args.source == 'hub' and args.base_url:
         p.error('--base_url is for --from openai; --from hub fetches from the Hugging Face Hub')
+    base_url = args.base_url or DEFAULT_URL
     try:
         if args.source == 'hub':
             files = download_from_hub(args.model_dir)
+            what = f'as huggingface_hub fetched them from {HUB_REPO}'
         else:
-            files = download_openai_model(args.model_dir, args.base_url or DEFAULT_URL,
-                                          timeout=args.timeout)
+            files = download_openai_model(args.model_dir, base_url, timeout=args.timeout)
+            what = checked(files, base_url)
     except (DownloadError, ValueError, OSError) as err:
         sys.exit(f'download.py: error: {err}')
-    print(f'all {len(files)} files are in {args.model_dir} and verified')
+    print(f'all {len(files)} files are in {args.model_dir}, {what}')
 
 
 if __name__ == '__main__':

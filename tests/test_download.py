@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import download
-from conftest import REPO
+from conftest import REPO, fails
 from openai_shards import published_shapes, write_shards
 
 
@@ -268,8 +268,55 @@ def run_cli(*args):
 def test_cli(server, dest):
     done = run_cli('--model_dir', dest, '--base_url', server.url)
     assert done.returncode == 0, done.stderr
-    assert 'verified' in done.stdout
     assert_identical(server, dest)
+    # Another source than OpenAI's: the files' form was checked, their hashes differ.
+    assert done.stdout == (
+        f'all 13 files are in {dest}, well formed (JSON, BPE merges, and .npy shards whose '
+        "sizes add up to params_shapes.json), but not OpenAI's release: 13 of them differ "
+        f"from OpenAI's (git blob SHA-1): {', '.join(download.FILES)}\n")
+
+
+def source_hashes(server):
+    return {name: download.git_blob_sha1(os.path.join(server.root, name))
+            for name in download.FILES}
+
+
+def test_a_mirror_of_openais_files_is_said_to_be_theirs(server, dest, monkeypatch, capsys):
+    """Served elsewhere, files whose hashes are OpenAI's are said to be OpenAI's; from
+    OpenAI's repository, each was compared as it came."""
+    monkeypatch.setattr(download, 'GIT_BLOB_SHA1', source_hashes(server))
+    download.main(['--model_dir', dest, '--base_url', server.url, '--timeout', '5'])
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        ", and identical to OpenAI's release (git blob SHA-1)")
+    monkeypatch.setattr(download, 'DEFAULT_URL', server.url)
+    download.main(['--model_dir', dest, '--timeout', '5'])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"all 13 files are in {dest}, each identical to OpenAI's (git blob SHA-1)")
+
+
+def test_some_files_differing_are_named(server, dest, monkeypatch, capsys):
+    hashes = source_hashes(server)
+    monkeypatch.setattr(download, 'GIT_BLOB_SHA1', {**hashes, 'params_3.npy': '0' * 40})
+    download.main(['--model_dir', dest, '--base_url', server.url, '--timeout', '5'])
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        "but not OpenAI's release: 1 of them differ from OpenAI's (git blob SHA-1): "
+        'params_3.npy')
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--timeout', '-1'], "argument --timeout: expected a number of seconds > 0, got '-1'"),
+    (['--timeout', 'nan'], "argument --timeout: expected a number of seconds > 0, got 'nan'"),
+    (['--timeout', 'soon'], "argument --timeout: expected a number of seconds > 0, got 'soon'"),
+    (['--base_url', 'example.com/model/'], "argument --base_url: expected an http://, "
+     "https:// or file:// URL of the folder that holds the files, got 'example.com/model/'"),
+    (['--base_url', 'http:///model/'], "argument --base_url: expected an http://"),
+    (['--from', 'elsewhere'], "argument --from: invalid choice: 'elsewhere'"),
+])
+def test_bad_flags_exit_2_in_one_line(dest, capsys, flags, message):
+    code, out, err = fails(['--model_dir', dest] + flags, capsys, main=download.main)
+    assert code == 2 and out == '' and len(err.splitlines()) == 1
+    assert err.startswith(f'download.py: error: {message}')
+    assert not os.path.exists(dest)
 
 
 def test_cli_reports_errors_without_traceback(server, dest):
