@@ -8,14 +8,17 @@ folder of export.py); or from parameters fine-tuned by `python train.py ... --su
 with --checkpoint.
 
 The vocabulary is --encoder_path and --bpe_path; each one not given is looked for in
---model_dir (default model/, also with --checkpoint): OpenAI's encoder_bpe_40000.json and
+--model_dir (default model/), with --checkpoint too: OpenAI's encoder_bpe_40000.json and
 vocab_40000.bpe, or, where those are absent and the Hub's vocab.json is there, vocab.json
-and merges.txt, the same vocabulary under the Hub's names.
+and merges.txt, the same vocabulary under the Hub's names. Both files, and the weights'
+params_shapes.json, are checked before anything loads.
 
---length is at most MAX_LENGTH (1024) tokens: each token is one pass of the model over
-up to n_ctx (512) tokens, about a second on a small CPU, and beyond n_ctx tokens the
-model no longer sees the prompt, so a longer run costs long minutes for text that has
-drifted off; sample() itself takes any length.
+--length is at most 1024 tokens: each token is one pass of the model over up to n_ctx
+(512) tokens, about a second on a small CPU, and beyond n_ctx tokens the model no longer
+sees the prompt, so a longer run costs long minutes for text that has drifted off;
+generate.sample() itself takes any length.
+
+Exit codes: 0 done; 1 an error, said in one line naming the file; 2 a bad flag.
 """
 import argparse
 import math
@@ -25,10 +28,10 @@ import sys
 
 import torch
 
-from download import vocabulary_paths
+from download import check_vocabulary_and_weights, vocabulary_paths
 from model_pytorch import (Config, LMModel, load_openai_pretrained_model, load_trained_params,
                            pretrained_settings)
-from utils import Parser
+from utils import Parser, count, real
 
 GET_MODEL = ("run `python download.py` to fetch OpenAI's model/ folder (or `python download.py "
              "--from hub` for transformers' copy)")
@@ -152,10 +155,22 @@ def unknown_pieces(text_encoder, text):
                   - {''})
 
 
-def load_text_encoder(encoder_path, bpe_path):
-    for path in (encoder_path, bpe_path):
+def check_files(encoder_path, bpe_path, model_dir=None):
+    """Before anything heavy loads: the vocabulary must be there (else how to get it),
+    and it and the weights in model_dir (None: none used) well formed, as
+    download.check_vocabulary_and_weights checks them. Returns the vocabulary's size."""
+    _require_vocabulary(encoder_path, bpe_path)
+    return check_vocabulary_and_weights(encoder_path, bpe_path, model_dir)
+
+
+def _require_vocabulary(*paths):
+    for path in paths:
         if not os.path.isfile(path):
             raise _missing(path, GET_MODEL)
+
+
+def load_text_encoder(encoder_path, bpe_path):
+    _require_vocabulary(encoder_path, bpe_path)
     # Imported here: spaCy and ftfy are slow to load and load_lm/sample do not need them.
     from text_utils import TextEncoder
     return TextEncoder(encoder_path, bpe_path)
@@ -169,44 +184,59 @@ def warn_unknown(text_encoder, prompt):
               f'({text_encoder.decoder.get(0)!r}), not as typed', file=sys.stderr)
 
 
+def up_to(maximum, why=''):
+    """An argparse type: a whole number from 0 to maximum."""
+    at_least_0 = count(0)
+
+    def parse(text):
+        value = at_least_0(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f'expected a whole number from 0 to {maximum}'
+                                             f'{why}, got {text!r}')
+        return value
+    return parse
+
+
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split('\n\n')[0],
-                                epilog=__doc__.split('\n\n', 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog='generate.py', description=__doc__.split('\n\n')[0],
+               epilog=__doc__.split('\n\n', 2)[2],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('prompt', help='the text to continue')
-    p.add_argument('--length', type=int, default=40, help='number of tokens to sample')
-    p.add_argument('--top_k', type=int, default=10,
+    p.add_argument('--length', default=40,
+                   type=up_to(MAX_LENGTH, ' (each token is a pass of the model: see --help)'),
+                   help=f'number of tokens to sample, at most {MAX_LENGTH}')
+    p.add_argument('--top_k', type=count(0), default=10,
                    help='draw among the k most likely tokens; 0 draws among all')
-    p.add_argument('--temperature', type=float, default=1.0,
+    p.add_argument('--temperature', type=real(lambda v: v > 0, 'a finite number > 0'),
+                   default=1.0,
                    help='below 1 more predictable, above 1 more varied')
-    p.add_argument('--seed', type=int, default=0, help='the same seed gives the same text')
-    source = p.add_mutually_exclusive_group()
-    source.add_argument('--checkpoint', help='fine-tuned parameters, e.g. '
-                        'save/rocstories/best_params.safetensors')
-    source.add_argument('--model_dir', default='model/',
-                        help="pretrained weights, OpenAI's model/ folder or a transformers "
-                        'checkpoint, used when no --checkpoint is given; and where the '
-                        'vocabulary is looked for')
+    # torch.Generator.manual_seed takes at most 64 bits
+    p.add_argument('--seed', type=up_to(2 ** 64 - 1), default=0,
+                   help='the same seed gives the same text')
+    p.add_argument('--checkpoint', help='fine-tuned parameters, e.g. '
+                   'save/rocstories/best_params.safetensors, sampled from instead of the '
+                   'pretrained weights')
+    p.add_argument('--model_dir', default='model/',
+                   help="pretrained weights, OpenAI's model/ folder or a transformers "
+                   'checkpoint, sampled from when no --checkpoint is given; and, with '
+                   '--checkpoint too, where the vocabulary is looked for')
     p.add_argument('--encoder_path', help='default: encoder_bpe_40000.json, or vocab.json, '
                    'in --model_dir')
     p.add_argument('--bpe_path', help='default: vocab_40000.bpe, or merges.txt, in --model_dir')
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    default='cuda' if torch.cuda.is_available() else 'cpu')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        p.error('--device cuda: no CUDA device is available here; use --device cpu')
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('generate.py: error: no CUDA device here; use --device cpu')
     found_encoder, found_bpe = vocabulary_paths(args.model_dir)
     encoder_path, bpe_path = args.encoder_path or found_encoder, args.bpe_path or found_bpe
     try:
-        check_sampling(args.length, args.top_k, args.temperature)  # before loading 466 MB
-        if args.length > MAX_LENGTH:
-            raise ValueError(f'--length {args.length}: this command samples at most '
-                             f'{MAX_LENGTH} tokens, which take minutes on a CPU (see '
-                             '`python generate.py -h`); call generate.sample for more')
+        check_files(encoder_path, bpe_path, None if args.checkpoint else args.model_dir)
         text_encoder = load_text_encoder(encoder_path, bpe_path)
         model, dims = load_lm(args.checkpoint, args.model_dir, args.device)
         if len(text_encoder.encoder) != dims['n_vocab']:

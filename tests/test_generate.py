@@ -12,7 +12,7 @@ import torch
 
 import export
 import generate
-from conftest import REPO
+from conftest import REPO, fails
 from model_pytorch import Config, DoubleHeadModel, save_params
 from openai_shards import published_shapes, write_shards
 
@@ -207,8 +207,6 @@ def test_cli_prints_prompt_and_seeded_continuation(checkpoint, vocab, capsys):
 
 
 def test_cli_errors(checkpoint, vocab, tmp_path):
-    with pytest.raises(SystemExit, match='temperature'):
-        generate.main(cli_args(checkpoint, vocab, '--temperature', '0'))
     missing = str(tmp_path / 'none.pt')
     with pytest.raises(SystemExit, match='none.pt not found'):
         generate.main(cli_args(missing, vocab))
@@ -264,7 +262,40 @@ def test_cli_warns_of_prompt_characters_outside_the_vocabulary(checkpoint, vocab
     assert capsys.readouterr().err == ''
 
 
-def test_cli_caps_length(checkpoint, vocab):
-    with pytest.raises(SystemExit, match=f'--length 100000000: this command samples at most '
-                                         f'{generate.MAX_LENGTH} tokens'):
-        generate.main(cli_args(checkpoint, vocab, '--length', '100000000'))
+BAD_FLAGS = [
+    (['--length', '100000000'], "--length: expected a whole number from 0 to 1024 (each token "
+                                "is a pass of the model: see --help), got '100000000'"),
+    (['--length', '-1'], "--length: expected a whole number >= 0, got '-1'"),
+    (['--length', '4.5'], "--length: expected a whole number >= 0, got '4.5'"),
+    (['--top_k', '-1'], "--top_k: expected a whole number >= 0, got '-1'"),
+    (['--top_k', 'all'], "--top_k: expected a whole number >= 0, got 'all'"),
+    (['--temperature', '0'], "--temperature: expected a finite number > 0, got '0'"),
+    (['--temperature', 'inf'], "--temperature: expected a finite number > 0, got 'inf'"),
+    (['--seed', str(2 ** 64)], f"--seed: expected a whole number from 0 to {2 ** 64 - 1}"),
+    (['--device', 'tpu'], "--device: invalid choice: 'tpu'"),
+]
+if not torch.cuda.is_available():
+    BAD_FLAGS.append((['--device', 'cuda'], '--device cuda: no CUDA device is available here'))
+
+
+@pytest.mark.parametrize('flags, message', BAD_FLAGS, ids=[' '.join(f) for f, _ in BAD_FLAGS])
+def test_bad_flags_exit_2_in_one_line(checkpoint, vocab, capsys, flags, message):
+    """Every bad flag value is the parser's: exit 2, as README's table says, one line."""
+    code, out, err = fails(cli_args(checkpoint, vocab, *flags), capsys, main=generate.main)
+    assert code == 2 and out == '' and len(err.splitlines()) == 1
+    assert err.startswith('generate.py: error: ') and message in err
+
+
+def test_checkpoint_takes_its_vocabulary_from_model_dir(checkpoint, vocab, tmp_path, capsys):
+    """As the epilog says: with --checkpoint, --model_dir is where the vocabulary is
+    looked for (OpenAI's names there), the parameters coming from the checkpoint."""
+    folder = tmp_path / 'vocab'
+    folder.mkdir()
+    for path, name in zip(vocab, ('encoder_bpe_40000.json', 'vocab_40000.bpe')):
+        (folder / name).write_bytes(open(path, 'rb').read())
+    generate.main(cli_args(checkpoint, vocab))
+    expected = capsys.readouterr().out
+    argv = [a for a in cli_args(checkpoint, vocab) if a not in vocab]
+    argv = [a for a in argv if a not in ('--encoder_path', '--bpe_path')]
+    generate.main(argv + ['--model_dir', str(folder)])
+    assert capsys.readouterr().out == expected
