@@ -32,7 +32,7 @@ from tqdm import tqdm
 import analysis
 import datasets
 import tasks
-from generate import load_lm, load_text_encoder
+from generate import check_files, load_lm, load_text_encoder
 from model_pytorch import Packing
 from utils import Parser, count
 
@@ -239,7 +239,7 @@ def summary(task, scores, n, details):
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split('\n\n')[0])
+    p = Parser(prog='zeroshot.py', description=__doc__.split('\n\n')[0])
     p.add_argument('--task', required=True, choices=sorted(ZERO_SHOT))
     p.add_argument('--data_dir', default='data/',
                    help="the task's data: ROCStories' CSVs, the GLUE folder, or RACE's parent")
@@ -254,6 +254,8 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    default='cuda' if torch.cuda.is_available() else 'cpu')
     args = p.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        p.error('--device cuda: no CUDA device is available here; use --device cpu')
     args.encoder_path = args.encoder_path or os.path.join(args.model_dir, 'encoder_bpe_40000.json')
     args.bpe_path = args.bpe_path or os.path.join(args.model_dir, 'vocab_40000.bpe')
     return args
@@ -261,7 +263,9 @@ def parse_args(argv=None):
 
 def run(args):
     """The task's scores and the heuristic's details, printing the summary line."""
-    model, dims = load_lm(model_dir=args.model_dir, device=args.device)  # missing: say so at once
+    # cheap checks first: the files, then the weights (said at once when missing)
+    check_files(args.encoder_path, args.bpe_path, args.model_dir)
+    model, dims = load_lm(model_dir=args.model_dir, device=args.device)
     text_encoder = load_text_encoder(args.encoder_path, args.bpe_path)
     splits = load_splits(args.task, args.data_dir, args.split, args.limit)
     if len(text_encoder.encoder) != dims['n_vocab']:
@@ -276,8 +280,6 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('zeroshot.py: error: no CUDA device here; use --device cpu')
     try:
         return run(args)
     except (OSError, ValueError) as err:

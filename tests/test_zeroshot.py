@@ -331,17 +331,27 @@ def one_line_error(argv, capsys):
     return (1 if isinstance(code, str) else code), message
 
 
-@pytest.mark.parametrize('change, message', [
-    (lambda argv, tmp: argv + ['--model_dir', str(tmp)], 'no pretrained weights in'),
-    (lambda argv, tmp: argv + ['--data_dir', str(tmp)], 'not found'),
-    (lambda argv, tmp: ['--task', 'nope'] + argv[2:], "invalid choice: 'nope'"),
-    (lambda argv, tmp: argv + ['--split', 'test'], 'no labels to score against'),
-    (lambda argv, tmp: argv + ['--limit', '0'], 'expected a whole number >= 1'),
-    (lambda argv, tmp: argv + ['--encoder_path', str(tmp / 'e.json')], 'e.json not found'),
-])
-def test_cli_errors_are_one_line(files, tmp_path, capsys, change, message):
+CLI_ERRORS = [  # a file: exit 1; a flag: 2, README's codes
+    (lambda argv, tmp: argv + ['--model_dir', str(tmp)], 1, 'no pretrained weights in'),
+    (lambda argv, tmp: argv + ['--data_dir', str(tmp)], 1, 'not found'),
+    (lambda argv, tmp: argv + ['--split', 'test'], 1, 'no labels to score against'),
+    (lambda argv, tmp: argv + ['--encoder_path', str(tmp / 'e.json')], 1, 'e.json not found'),
+    (lambda argv, tmp: ['--task', 'nope'] + argv[2:], 2, "invalid choice: 'nope'"),
+    (lambda argv, tmp: argv + ['--split', 'train'], 2, "--split: invalid choice: 'train'"),
+    (lambda argv, tmp: argv + ['--limit', '0'], 2, "--limit: expected a whole number >= 1"),
+    (lambda argv, tmp: argv + ['--n_batch', 'x'], 2, "--n_batch: expected a whole number >= 1"),
+    (lambda argv, tmp: argv + ['--device', 'tpu'], 2, "--device: invalid choice: 'tpu'"),
+]
+if not torch.cuda.is_available():
+    CLI_ERRORS.append((lambda argv, tmp: argv + ['--device', 'cuda'], 2,
+                       '--device cuda: no CUDA device is available here'))
+
+
+@pytest.mark.parametrize('change, exit_code, message', CLI_ERRORS,
+                         ids=[m for _, _, m in CLI_ERRORS])
+def test_cli_errors_are_one_line(files, tmp_path, capsys, change, exit_code, message):
     code, said = one_line_error(change(cli(files, 'sst2'), tmp_path), capsys)
-    assert code != 0 and message in said
+    assert code == exit_code and said.startswith('zeroshot.py: error: ') and message in said
 
 
 def test_cli_error_has_no_traceback(files, tmp_path):
