@@ -30,8 +30,8 @@ import datasets
 import tasks
 from checkpoints import (Interrupted, Progress, RunError, RunFolder, RunStop, check_finite,
                          check_settings, rng_state, set_rng_state, settings)
-from download import (DownloadError, download_openai_model, vocabulary_differs,
-                      vocabulary_paths)
+from download import (DownloadError, check_vocabulary_and_weights, download_openai_model,
+                      vocabulary_differs, vocabulary_paths)
 from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
                            pretrained_settings, save_params, weights_layout)
 from opt import OpenAIAdam
@@ -425,8 +425,11 @@ def check_inputs(args, dd):
     if args.update_batch % dd.world or per_device % args.n_batch:
         raise RunError(f'--update_batch {args.update_batch} must split into {dd.world} '
                        f'process(es) x --n_batch {args.n_batch} x a whole number of steps')
-    with open(args.encoder_path, encoding='utf-8') as f:
-        n_vocab = len(json.load(f))
+    model_dir = None if args.n_transfer == -1 else args.model_dir
+    try:  # the vocabulary and params_shapes.json as generate.py and zeroshot.py check them
+        n_vocab = check_vocabulary_and_weights(args.encoder_path, args.bpe_path, model_dir)
+    except (OSError, ValueError) as err:
+        raise RunError(err) from None
     differs = vocabulary_differs(args.encoder_path, args.bpe_path)
     if differs and dd.main:
         print(f'train.py: warning: {differs}', file=sys.stderr)
