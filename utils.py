@@ -23,7 +23,9 @@ class Parser(argparse.ArgumentParser):
     """The scripts' command lines: a bad flag is one line, not argparse's usage block."""
 
     def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (--help lists the flags)\n')
+        # under torchrun every process parses the same flags: the first one alone says why
+        said = int(os.environ.get('RANK', 0)) == 0
+        self.exit(2, f'{self.prog}: error: {message} (--help lists the flags)\n' if said else None)
 
 
 # glibc's mallopt parameters (malloc.h)
@@ -46,11 +48,26 @@ def keep_freed_memory():
     return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
-def count(minimum):
-    """An argparse type: a whole number >= minimum."""
+class DefaultsShown(argparse.HelpFormatter):
+    """--help with each flag's default, where it has one its help does not already name."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if (action.default in (None, (), argparse.SUPPRESS) or isinstance(action.default, bool)
+                or 'default' in text):
+            return text
+        return f'{text} (default: %(default)s)'
+
+
+def count(minimum, maximum=None):
+    """An argparse type: a whole number >= minimum (and <= maximum, when given)."""
+    want = (f'a whole number >= {minimum}' if maximum is None
+            else f'a whole number from {minimum} to {maximum}')
+
     def parse(text):
-        if not re.fullmatch(r'[+-]?\d+', text.strip()) or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f'expected a whole number >= {minimum}, got {text!r}')
+        whole = re.fullmatch(r'[+-]?\d+', text.strip())
+        if not whole or int(text) < minimum or (maximum is not None and int(text) > maximum):
+            raise argparse.ArgumentTypeError(f'expected {want}, got {text!r}')
         return int(text)
     return parse
 
@@ -120,6 +137,21 @@ def make_path(f):
     if d:
         os.makedirs(d, exist_ok=True)
     return f
+
+
+def unwritable(folder):
+    """Why files cannot be written in folder, or None. The nearest part of its path that
+    exists must be a folder this process may write into; what is missing below it can be
+    made. os.access judges the permission bits, which root passes whatever they say, and
+    a read-only file system, which stops root too."""
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        return f'{path} is not a folder'
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f'{path} cannot be written (no permission, or a read-only file system)'
+    return None
 
 
 def read_bpe_merges(path):
