@@ -133,13 +133,15 @@ class Checkpoints:
             os.remove(old)
         return path
 
-    def newest(self):
-        """(path, state) of the newest readable checkpoint, or (None, None)."""
+    def newest(self, say=True):
+        """(path, state) of the newest readable checkpoint, or (None, None); say: print
+        each unreadable one skipped."""
         for path in reversed(self.paths()):
             try:
                 return path, torch.load(path, map_location='cpu', weights_only=True)
             except Exception as err:  # a file that is not ours or was damaged later
-                print(f'skipping unreadable checkpoint {path}: {err}', file=sys.stderr)
+                if say:
+                    print(f'skipping unreadable checkpoint {path}: {err}', file=sys.stderr)
         return None, None
 
 
@@ -211,17 +213,51 @@ class RunFolder:
                           if os.path.join(root, n) not in self.locks]
         return found
 
-    def prepare(self, resume, overwrite):
-        """Refuses to start afresh over an earlier run's files unless told to remove them."""
+    def refuse_earlier(self, resume, overwrite):
+        """Refuses to start afresh over an earlier run's files unless told to remove them
+        (clear() removes them, once the new run has checked all it can)."""
         earlier = self.earlier_files()
-        if resume or not earlier:
-            return
-        if not overwrite:
+        if earlier and not resume and not overwrite:
             raise RunError(f'--desc {self.desc} already has the files of an earlier run '
-                           f'({", ".join(earlier[:3])}{", ..." if len(earlier) > 3 else ""}): '
-                           'continue it with --resume, choose another --desc, or add '
-                           '--overwrite to delete them and start afresh')
+                           f'({listed(earlier)}): continue it with --resume, choose another '
+                           '--desc, or add --overwrite to delete them and start afresh')
+
+    def clear(self):
+        """Deletes an earlier run's files (--overwrite) and lists them."""
+        earlier = self.earlier_files()
         for path in earlier:
             os.remove(path)
-        print(f'--overwrite: removed the earlier run\'s {len(earlier)} file(s): '
-              f'{", ".join(earlier)}')
+        if earlier:
+            print(f'--overwrite: removed the earlier run\'s {len(earlier)} file(s): '
+                  f'{", ".join(earlier)}')
+
+    def prepare(self, resume, overwrite):
+        """refuse_earlier(), then clear() with --overwrite: for a run that has checked all
+        it can before it calls this."""
+        self.refuse_earlier(resume, overwrite)
+        if overwrite:
+            self.clear()
+
+    def start_afresh(self, resume):
+        """What to run when no checkpoint can be resumed: the same command with
+        --overwrite where files are in the way (they are named), else as it is."""
+        earlier = self.earlier_files()
+        if earlier:
+            return (f'start afresh with the same command and --overwrite'
+                    f'{" in place of --resume" if resume else ""}, which deletes '
+                    f'{listed(earlier)}')
+        return f'run the same command{" without --resume" if resume else ""} again'
+
+    def go_on(self, resume, overwrite):
+        """What to run to go on from this run's files as they are now: --resume from a
+        readable checkpoint, else start_afresh()."""
+        if self.checkpoints.newest(say=False)[0]:
+            return ('continue with the same command and --resume'
+                    f'{" in place of --overwrite" if overwrite else ""}')
+        return self.start_afresh(resume)
+
+
+def listed(paths, n=3):
+    """The first n paths, and how many more."""
+    more = f' and {len(paths) - n} more' if len(paths) > n else ''
+    return ', '.join(paths[:n]) + more
