@@ -34,60 +34,96 @@ from download import (DownloadError, check_vocabulary_and_weights, download_open
                       vocabulary_differs, vocabulary_paths)
 from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
                            pretrained_settings, save_params, weights_layout)
-from opt import OpenAIAdam
+from opt import SCHEDULES, OpenAIAdam
 from text_utils import write_char_vocab
-from utils import (NON_NEGATIVE, PROBABILITY, Parser, ResultLogger, columns, count, file_digest,
-                   keep_freed_memory, real)
+from utils import (NON_NEGATIVE, PROBABILITY, DefaultsShown, Parser, ResultLogger, columns, count,
+                   file_digest, keep_freed_memory, real, unwritable)
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
 OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
 EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: try again (with --resume)
+CSV_FLAGS = ('train_file', 'valid_file', 'test_file', 'text_columns', 'label_column',
+             'choice_columns')
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split('\n\n')[0])
+    p = parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
+    return args
+
+
+def parser():
+    p = Parser(description=__doc__.split('\n\n')[0], formatter_class=DefaultsShown)
     # OpenAI's flags and defaults
     p.add_argument('--desc', type=str, default=None, help='names the run (default: --dataset)')
     p.add_argument('--dataset', type=str, default='rocstories',
                    choices=sorted(tasks.TASKS) + ['csv'],
                    help='a task of the paper, or csv: your own files (below)')
-    p.add_argument('--log_dir', type=str, default='log/')
-    p.add_argument('--save_dir', type=str, default='save/')
-    p.add_argument('--data_dir', type=str, default='data/')
-    p.add_argument('--submission_dir', type=str, default='submission/')
-    p.add_argument('--submit', action='store_true')
-    p.add_argument('--analysis', action='store_true')
-    p.add_argument('--seed', type=int, default=42)
-    p.add_argument('--n_iter', type=count(1), default=3)
+    p.add_argument('--log_dir', type=str, default='log/',
+                   help='the log {desc}.jsonl and the learning curves {desc}.png')
+    p.add_argument('--save_dir', type=str, default='save/',
+                   help='{desc}/: the best parameters and the checkpoints')
+    p.add_argument('--data_dir', type=str, default='data/', help="the task's data files")
+    p.add_argument('--submission_dir', type=str, default='submission/',
+                   help='{desc}/: the test predictions of --submit')
+    p.add_argument('--submit', action='store_true',
+                   help='keep the parameters of the best validation score and write their '
+                        'test predictions')
+    p.add_argument('--analysis', action='store_true',
+                   help="at the end, print OpenAI's lines of the best validation score (and, "
+                        'with --submit, the test score where its labels are public) and '
+                        'draw the learning curves')
+    p.add_argument('--seed', type=count(0, 2 ** 32 - 1), default=42,
+                   help="seeds Python's, numpy's and torch's random numbers (numpy's range: "
+                        '0 to 2^32 - 1)')
+    p.add_argument('--n_iter', type=count(1), default=3, help='epochs')
     p.add_argument('--n_batch', type=count(1), default=8,
                    help='examples per device per forward pass')
-    p.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'), default=1)
-    p.add_argument('--lr', type=NON_NEGATIVE, default=6.25e-5)
+    p.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'), default=1,
+                   help="clips the gradients' global norm to this; 0 or below turns clipping "
+                        "off, as in OpenAI's code")
+    p.add_argument('--lr', type=NON_NEGATIVE, default=6.25e-5,
+                   help="Adam's learning rate at the schedule's peak")
     p.add_argument('--lr_warmup', type=real(lambda v: 0 < v <= 1, 'a fraction in (0, 1]'),
-                   default=0.002)
-    p.add_argument('--n_ctx', type=count(3), default=512)
-    p.add_argument('--n_embd', type=count(1), default=768)
-    p.add_argument('--n_head', type=count(1), default=12)
-    p.add_argument('--n_layer', type=count(1), default=12)
-    p.add_argument('--embd_pdrop', type=PROBABILITY, default=0.1)
-    p.add_argument('--attn_pdrop', type=PROBABILITY, default=0.1)
-    p.add_argument('--resid_pdrop', type=PROBABILITY, default=0.1)
-    p.add_argument('--clf_pdrop', type=PROBABILITY, default=0.1)
-    p.add_argument('--l2', type=NON_NEGATIVE, default=0.01)
-    p.add_argument('--vector_l2', action='store_true')
-    p.add_argument('--opt', type=str, default='adam', choices=['adam'])
-    p.add_argument('--afn', type=str, default='gelu', choices=['gelu', 'relu', 'swish'])
+                   default=0.002,
+                   help='the fraction of the updates over which the learning rate rises from 0')
+    p.add_argument('--n_ctx', type=count(3), default=512,
+                   help='the longest input in tokens (the model takes the data\'s longest, if '
+                        'shorter)')
+    p.add_argument('--n_embd', type=count(1), default=768, help='the model\'s width')
+    p.add_argument('--n_head', type=count(1), default=12, help='attention heads per block')
+    p.add_argument('--n_layer', type=count(1), default=12, help='transformer blocks')
+    p.add_argument('--embd_pdrop', type=PROBABILITY, default=0.1,
+                   help='dropout of the embeddings')
+    p.add_argument('--attn_pdrop', type=PROBABILITY, default=0.1,
+                   help='dropout of the attention weights')
+    p.add_argument('--resid_pdrop', type=PROBABILITY, default=0.1,
+                   help='dropout of the residual branches')
+    p.add_argument('--clf_pdrop', type=PROBABILITY, default=0.1,
+                   help="dropout before the task's classifier")
+    p.add_argument('--l2', type=NON_NEGATIVE, default=0.01,
+                   help="weight decay: l2 x the weight added to Adam's step, for matrices")
+    p.add_argument('--vector_l2', action='store_true',
+                   help='apply --l2 to vectors (biases, gains) too')
+    p.add_argument('--opt', type=str, default='adam', choices=['adam'],
+                   help="the optimizer: OpenAI's Adam")
+    p.add_argument('--afn', type=str, default='gelu', choices=['gelu', 'relu', 'swish'],
+                   help="the blocks' activation function")
     p.add_argument('--lr_schedule', type=str, default='warmup_linear',
-                   choices=['warmup_linear', 'warmup_cosine', 'warmup_constant'])
+                   choices=['warmup_linear', 'warmup_cosine', 'warmup_constant'],
+                   help='the learning rate after the warmup: down to 0 linearly, down as a '
+                        'cosine, or constant')
     p.add_argument('--encoder_path', type=str, default=None,
                    help='default: encoder_bpe_40000.json, or the Hub\'s vocab.json, in --model_dir')
     p.add_argument('--bpe_path', type=str, default=None,
                    help='default: vocab_40000.bpe, or the Hub\'s merges.txt, in --model_dir')
     p.add_argument('--n_transfer', type=count(-1), default=12,
                    help='pretrained blocks to load; -1 trains from scratch with no weights')
-    p.add_argument('--lm_coef', type=NON_NEGATIVE, default=0.5)
-    p.add_argument('--b1', type=PROBABILITY, default=0.9)
-    p.add_argument('--b2', type=PROBABILITY, default=0.999)
+    p.add_argument('--lm_coef', type=NON_NEGATIVE, default=0.5,
+                   help="the language model's loss, times this, is added to the task's")
+    p.add_argument('--b1', type=PROBABILITY, default=0.9, help="Adam's beta1")
+    p.add_argument('--b2', type=PROBABILITY, default=0.999, help="Adam's beta2")
     p.add_argument('--e', '--adam_eps', type=NON_NEGATIVE, default=1e-8,
                    help="Adam's epsilon; under torchrun, whose parser takes --e for its own, "
                         'give it as --adam_eps')
@@ -114,8 +150,9 @@ def parse_args(argv=None):
     p.add_argument('--reference', action='store_true',
                    help='turn the exact fast paths off (padding kept, full LM head)')
     p.add_argument('--save_every', type=count(0), default=0,
-                   help='write a checkpoint every N updates (and at each epoch end)')
-    p.add_argument('--keep_checkpoints', type=count(1), default=2)
+                   help='write a checkpoint every N updates (0: none) and at each epoch end')
+    p.add_argument('--keep_checkpoints', type=count(1), default=2,
+                   help='the newest checkpoints kept; older ones are deleted')
     p.add_argument('--resume', action='store_true', help="continue this --desc's newest checkpoint")
     p.add_argument('--overwrite', action='store_true',
                    help="delete the files of an earlier run of this --desc and start afresh")
@@ -133,9 +170,7 @@ def parse_args(argv=None):
                      help='the class, or the right choice (its name or 0-based place)')
     own.add_argument('--choice_columns', type=columns, default=(),
                      help='multiple choice: the answer columns, e.g. ending1,ending2')
-    args = p.parse_args(argv)
-    check_args(p, args)
-    return args
+    return p
 
 
 def check_args(p, args):
@@ -151,6 +186,7 @@ def check_args(p, args):
                     f'--n_gpu {args.n_gpu} = {implied}; give one or the other')
         args.update_batch = implied
     args.update_batch = args.update_batch or 32
+    check_split(p, args)
     if args.n_embd % args.n_head:
         p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
     if args.dataset == 'csv':
@@ -158,6 +194,11 @@ def check_args(p, args):
         missing = [f'--{name}' for name in need if not getattr(args, name)]
         if missing:
             p.error(f'--dataset csv needs {", ".join(missing)}')
+    else:
+        given = [f'--{name}' for name in CSV_FLAGS if getattr(args, name)]
+        if given:
+            p.error(f'{", ".join(given)}: only --dataset csv reads them, not --dataset '
+                    f'{args.dataset}')
     if args.resume and args.overwrite:
         p.error('--resume continues the earlier run, --overwrite deletes it: give one')
     if not re.fullmatch(r'[\w.-]+', args.desc) or args.desc.startswith('.'):
@@ -173,6 +214,21 @@ def check_args(p, args):
                     'CUDA device(s)')
     elif args.amp == 'fp16':
         p.error('--amp fp16 needs a CUDA device; use --amp bf16 on the CPU')
+
+
+def check_split(p, args):
+    """The update's examples split evenly over torchrun's processes (WORLD_SIZE) and into
+    --n_batch passes on each: checked with the flags, so that it is said once, not by
+    every process after its start."""
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    step = world * args.n_batch
+    if args.update_batch % step == 0:
+        return
+    below = args.update_batch // step * step
+    nearest = ' or '.join(str(n) for n in (below, below + step) if n)
+    p.error(f'--update_batch {args.update_batch} must split into {world} process(es) x '
+            f'--n_batch {args.n_batch} x a whole number of steps: use --update_batch '
+            f'{nearest} (a multiple of {step}), or change --n_batch')
 
 
 def model_config(args):
@@ -290,7 +346,7 @@ class Trainer:
         self.fast = not args.reference
         self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.amp == 'fp16')
-        self.per_device = args.update_batch // dd.world  # check_inputs saw that it divides
+        self.per_device = args.update_batch // dd.world  # check_split saw that it divides
         self.accum = self.per_device // args.n_batch
         self.module = model
         self.model = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
@@ -399,21 +455,45 @@ class Trainer:
 
 
 def check_model_files(args):
-    """Names every missing file this run needs: the vocabulary always, the weights
-    (OpenAI's shards or a transformers checkpoint) unless training from scratch."""
-    missing = [p for p in (args.encoder_path, args.bpe_path) if not os.path.isfile(p)]
-    layout = None
-    if args.n_transfer != -1:
-        layout, missing_weights = weights_layout(args.model_dir)
-        missing += missing_weights
+    """Names, at once, everything this run needs that is missing: the task's data, the
+    vocabulary, and the weights (OpenAI's shards or a transformers checkpoint) unless
+    training from scratch; and where each comes from."""
+    missing, sources = missing_data(args), []
     if missing:
+        sources.append(tasks.TASKS[args.dataset].source if args.dataset != 'csv'
+                       else 'give files that exist')
+    vocabulary = [p for p in (args.encoder_path, args.bpe_path) if not os.path.isfile(p)]
+    if vocabulary:
+        missing.append(f'the vocabulary (--encoder_path, --bpe_path): {", ".join(vocabulary)}')
+    layout, weights = (None, []) if args.n_transfer == -1 else weights_layout(args.model_dir)
+    if weights:
         also = '' if layout else (' (or a transformers checkpoint there: config.json and '
                                   'model.safetensors, `python download.py --from hub`)')
-        raise RunError(
-            f"missing: {', '.join(missing)}{also}. These are OpenAI's pretrained model files, "
-            "the model/ folder of https://github.com/openai/finetune-transformer-lm: run "
-            "`python download.py` (or add --download), or, for the weights, train from "
-            "scratch with --n_transfer -1.")
+        missing.append(f'the weights (--model_dir): {", ".join(weights)}{also}')
+    if vocabulary or weights:
+        sources.append("OpenAI's pretrained model files are the model/ folder of "
+                       'https://github.com/openai/finetune-transformer-lm: `python download.py` '
+                       f'(or --download) fetches them into --model_dir {args.model_dir}'
+                       + (', or --n_transfer -1 trains from scratch without the weights'
+                          if weights else ''))
+    if missing:
+        raise RunError(f"missing: {'; '.join(missing)}. {'. '.join(sources)}.")
+
+
+def missing_data(args):
+    """The task's data that is not there, each said with its flag: the csv flags' files,
+    or --data_dir (ROCStories': its CSVs, the test one for --submit; other tasks' files
+    are looked for as they are read)."""
+    if args.dataset == 'csv':
+        files = [(flag, getattr(args, flag)) for flag in ('train_file', 'valid_file', 'test_file')]
+        return [f'--{flag} {path}' for flag, path in files if path and not os.path.isfile(path)]
+    if not os.path.isdir(args.data_dir):
+        return [f'the data: --data_dir {args.data_dir} is not a folder']
+    if args.dataset != 'rocstories':
+        return []
+    needed = (datasets.VAL_NAME,) + ((datasets.TEST_NAME,) if args.submit else ())
+    absent = [name for name in needed if not os.path.isfile(os.path.join(args.data_dir, name))]
+    return [f'the data in --data_dir {args.data_dir}: {", ".join(absent)}'] if absent else []
 
 
 def check_inputs(args, dd):
@@ -509,8 +589,9 @@ class Run:
         if self.args.resume:
             path, state = self.folder.checkpoints.newest()
             if state is None:
-                raise RunError(f'--resume: no checkpoint in {self.folder.checkpoints.dir}; '
-                               'start without --resume')
+                raise RunError(f'--resume: no readable checkpoint in '
+                               f'{self.folder.checkpoints.dir}; '
+                               f'{self.folder.start_afresh(resume=True)}')
             check_settings(state['settings'], self.current, path)
             self.trainer.module.load_state_dict(state['model'])
             self.trainer.opt.load_state_dict(state['optimizer'])
@@ -519,11 +600,17 @@ class Run:
             self.progress = Progress(**state['progress'])
             if self.dd.main:
                 print(f'resuming from {path} at update {self.progress.n_updates}')
-        if self.dd.main:
-            resume_at = self.progress.log_bytes if self.args.resume else None
+        self.dd.on_first(self.open_log)
+        if self.dd.main and self.args.submit and not self.args.resume:
+            save_params(self.folder.best, self.trainer.module, **self.meta)
+
+    def open_log(self):
+        """The log afresh, or with --resume cut back to where the checkpoint left it."""
+        resume_at = self.progress.log_bytes if self.args.resume else None
+        try:
             self.logger = ResultLogger(self.folder.log, resume_at=resume_at, **vars(self.args))
-            if self.args.submit and not self.args.resume:
-                save_params(self.folder.best, self.trainer.module, **self.meta)
+        except ValueError as err:  # the log was removed or cut after the checkpoint
+            raise RunError(f'--resume: {err}; {self.folder.start_afresh(resume=True)}') from None
 
     def log(self):
         """OpenAI's log(): cost and metrics on n_valid training examples and on each
@@ -644,13 +731,53 @@ def train(args):
         except RunStop as stop:
             together = stop.together
             raise
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            # before training began, the earlier run's files are as they were
+            then = (folder.go_on(args.resume, args.overwrite) if stop_request.training
+                    else 'run the same command again')
+            raise RunError(f'{err.strerror} while writing {err.filename or "a file"}; nothing '
+                           f'was left half-written: free space, then {then}') from None
         finally:
             folder.unlock()
             dd.close(together)
 
 
 def run_training(args, dd, folder, stop_request):
-    dd.on_first(lambda: (folder.lock(), folder.prepare(args.resume, args.overwrite)))
+    dd.on_first(lambda: (check_output_dirs(args, folder), folder.lock(),
+                         folder.refuse_earlier(args.resume, args.overwrite)))
+    run = checked_run(args, dd, folder)
+    # Training begins: a signal now stops at a checkpoint. Only now, with all checked that
+    # can be, may --overwrite delete the earlier run's files.
+    stop_request.training = True
+    if args.overwrite:
+        dd.on_first(folder.clear)
+    run.start()
+    fit(run, stop_request)
+    test_scores = run.submit() if args.submit else {}
+    if args.analysis and dd.main:
+        tasks.report(run.trainer.task, folder.log, test_scores, folder.curves)
+    return run.progress
+
+
+def check_output_dirs(args, folder):
+    """Every folder the run writes in can be written, or made: said before any work,
+    where a write would otherwise fail at its time (--submission_dir's after training)."""
+    dirs = [('log_dir', args.log_dir), ('save_dir', folder.checkpoints.dir),
+            ('cache_dir', args.cache_dir)]
+    if args.submit:
+        dirs.append(('submission_dir', folder.submission_dir))
+    for flag, path in dirs:
+        why = unwritable(path)
+        if why:
+            raise RunError(f'--{flag} {getattr(args, flag)}: {why}; give a folder this run can '
+                           'write in')
+
+
+def checked_run(args, dd, folder):
+    """The run, made ready on all the checks that can come before training: the inputs,
+    the data, the weights against the flags, and the number of updates."""
     keep_freed_memory()
     if dd.main:
         print(args)
@@ -669,28 +796,42 @@ def run_training(args, dd, folder, stop_request):
     # dropout masks differ per rank; data order and weights (numpy, model init) do not
     torch.manual_seed(args.seed + dd.rank)
     n_train = len(data['train'].labels)
-    n_updates_total = (n_train // args.update_batch) * args.n_iter
-    if n_updates_total == 0:
-        raise RunError(f'{n_train} training examples make no update of --update_batch '
-                       f'{args.update_batch}: lower --update_batch or --n_valid')
+    n_updates_total = count_updates(args, n_train, dd.main)
     trainer = Trainer(args, dd, model, task, inputs, n_updates_total)
     current = settings(args, dd.world, dict(
         data=data_digest, n_ctx=meta['n_ctx'], n_vocab=meta['n_vocab'],
         vocabulary=[file_digest(args.encoder_path), file_digest(args.bpe_path)]))
-    run = Run(args, dd, trainer, data, folder, meta, current)
     if dd.main:
         print(f'{n_train} training examples, n_ctx {meta["n_ctx"]}; effective batch '
               f'{args.update_batch} = {args.n_batch} per forward x {trainer.accum} '
               f'accumulation step(s) x {dd.world} device(s); {n_updates_total} updates '
               f'on {dd.device}{"" if args.amp == "none" else " with " + args.amp + " autocast"}')
-    run.start()
-    stop_request.training = True
-    fit(run, stop_request)
-    if args.submit:
-        test_scores = run.submit()
-        if args.analysis and dd.main:
-            tasks.report(task, folder.log, test_scores, folder.curves)
-    return run.progress
+    return Run(args, dd, trainer, data, folder, meta, current)
+
+
+def count_updates(args, n_train, main):
+    """OpenAI's number of updates, (n_train // update_batch) x n_iter. Refused where none
+    would train: no update, or none with a learning rate above 0 (update t has --lr x
+    schedule((t - 1) / total), as in OpenAIAdam: the warmup starts from 0). A warning
+    where the warmup takes half of them or more."""
+    total = (n_train // args.update_batch) * args.n_iter
+    if total == 0:
+        raise RunError(f'{n_train} training examples make no update of --update_batch '
+                       f'{args.update_batch}: lower --update_batch or --n_valid')
+    x = torch.arange(total, dtype=torch.float64) / total
+    moving = int((SCHEDULES[args.lr_schedule](x, args.lr_warmup) > 0).sum())
+    ramp = int((x <= args.lr_warmup).sum())
+    updates = (f'{total} update(s) ({n_train} training examples // --update_batch '
+               f'{args.update_batch} x --n_iter {args.n_iter})')
+    if args.lr > 0 and moving == 0:
+        raise RunError(f'{updates}: none has a learning rate above 0 (the --lr_warmup ramp '
+                       'starts from 0), so nothing would be trained; raise --n_iter or lower '
+                       '--update_batch')
+    if main and args.lr > 0 and 2 * ramp >= total:
+        print(f'train.py: warning: {updates}: {ramp} of them in the --lr_warmup '
+              f'{args.lr_warmup} ramp, the first at learning rate 0; to train past the warmup, '
+              'raise --n_iter, lower --update_batch or lower --lr_warmup', file=sys.stderr)
+    return total
 
 
 def main(argv=None):
@@ -704,12 +845,6 @@ def main(argv=None):
         sys.exit(EXIT_INTERRUPTED)
     except RunError as err:
         print(f'train.py: error: {err}', file=sys.stderr)
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise
-        print(f'train.py: error: {err.strerror} while writing {err.filename or "a file"}; '
-              'nothing was left half-written: free space, then continue with --resume',
-              file=sys.stderr)
     sys.exit(1)
 
 

@@ -5,7 +5,9 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -98,6 +100,13 @@ BAD_FLAGS = [
     (['--update_batch', '32', '--n_gpu', '2'], '--update_batch 32 contradicts --n_batch 4 x --n_gpu 2'),
     (['--dataset', 'csv'], '--dataset csv needs --train_file, --valid_file, --text_columns'),
     (['--choice_columns', 'a,,b'], "--choice_columns: expected column names separated by commas"),
+    (['--seed', '-1'], "--seed: expected a whole number from 0 to 4294967295, got '-1'"),
+    (['--seed', '4294967296'], "--seed: expected a whole number from 0 to 4294967295"),
+    (['--update_batch', '10'], '--update_batch 10 must split into 1 process(es) x --n_batch 4 x a '
+                               'whole number of steps: use --update_batch 8 or 12 (a multiple of 4)'),
+    (['--train_file', 'a.csv', '--label_column', 'y'],
+     '--train_file, --label_column: only --dataset csv reads them, not --dataset rocstories'),
+    (['--choice_columns', 'a,b'], '--choice_columns: only --dataset csv reads them'),
 ]
 if not torch.cuda.is_available():
     BAD_FLAGS.append((['--device', 'cuda'], '--device cuda: no CUDA device is available here'))
@@ -153,7 +162,6 @@ BAD_INPUTS = [
     (lambda tmp: ['--n_valid', '40'], '--n_valid 40: '),
     (lambda tmp: ['--encoder_path', str(tmp / 'absent.json')], 'missing: ' ),
     (lambda tmp: ['--n_transfer', '12', '--model_dir', str(tmp / 'absent')], 'params_shapes.json'),
-    (lambda tmp: ['--update_batch', '10'], '--update_batch 10 must split into 1 process(es) x --n_batch 4'),
     (lambda tmp: ['--n_valid', '8', '--update_batch', '64', '--n_batch', '8'],
      '32 training examples make no update of --update_batch 64'),
 ]
@@ -167,6 +175,114 @@ def test_bad_input(done, capsys, change, message):
     code, line = one_error(train.main, argv + ['--desc', desc] + change(tmp), capsys)
     assert code == 1 and message in line and line.startswith('train.py: error: ')
     assert snapshot(tmp) == before and leaves_nothing(tmp, desc)
+
+
+# --overwrite deletes the earlier run only after all that can be checked before training.
+OVERWRITE_REFUSED = [
+    (lambda tmp: ['--encoder_path', str(tmp / 'absent.json')], 'missing: the vocabulary'),
+    (lambda tmp: ['--data_dir', write_csv_variant(tmp, 'twice', lambda t: t + t.splitlines(True)[1])],
+     "story 'val0' again"),
+    (lambda tmp: ['--submission_dir', str(tmp / 'data' / datasets.VAL_NAME / 'sub')], 'is not a folder'),
+    (lambda tmp: ['--update_batch', '32', '--n_iter', '1'], 'none has a learning rate above 0'),
+]
+
+
+@pytest.mark.parametrize('change, message', OVERWRITE_REFUSED, ids=[m for _, m in OVERWRITE_REFUSED])
+def test_overwrite_deletes_nothing_when_the_new_run_is_refused(done, capsys, change, message):
+    tmp, argv = done
+    desc = 'victim-' + hashlib.sha1(message.encode()).hexdigest()[:8]
+    before = copy_run(tmp, desc)
+    code, line = one_error(train.main, argv + ['--desc', desc, '--overwrite'] + change(tmp), capsys)
+    assert code == 1 and message in line
+    assert snapshot(tmp, desc) == before
+
+
+def no_work(*args, **kwargs):
+    raise AssertionError('the run began its work before refusing')
+
+
+@pytest.mark.parametrize('flag', ['--log_dir', '--save_dir', '--cache_dir', '--submission_dir'])
+@pytest.mark.parametrize('where', ['under a file', 'a file'])
+def test_a_folder_that_cannot_be_one_is_named_before_any_work(done, capsys, monkeypatch, flag, where):
+    """A path through a regular file can never be made a folder, whoever runs."""
+    tmp, argv = done
+    path = tmp / 'data' / datasets.VAL_NAME
+    path = path / 'out' if where == 'under a file' else path
+    monkeypatch.setattr(train, 'check_inputs', no_work)
+    code, line = one_error(train.main, argv + ['--desc', 'nowhere', flag, str(path)], capsys)
+    assert code == 1 and f'{flag} {path}: {tmp / "data" / datasets.VAL_NAME} is not a folder' in line
+    assert leaves_nothing(tmp, 'nowhere')
+
+
+def test_a_folder_without_write_permission_is_named_before_any_work(done, capsys, monkeypatch):
+    """A folder this process may not write in, as os.access says (which a read-only file
+    system makes say so even to root). Root passes any permission bits, and these tests
+    run as root here: then the denial is simulated, and what is tested is that the run
+    asks and says the answer; as another user the chmod alone denies it."""
+    tmp, argv = done
+    locked = tmp / 'locked'
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:
+        access = os.access
+        monkeypatch.setattr(os, 'access', lambda path, mode, **kw:
+                            str(path) != str(locked) and access(path, mode, **kw))
+    monkeypatch.setattr(train, 'check_inputs', no_work)
+    code, line = one_error(train.main, argv + ['--desc', 'locked', '--save_dir', str(locked / 'save')],
+                           capsys)
+    assert code == 1 and f'--save_dir {locked / "save"}: {locked} cannot be written' in line
+
+
+def test_an_update_that_torchrun_s_processes_cannot_split_is_said_once(done, capsys, monkeypatch):
+    """Under torchrun every process parses the same flags: the first says which
+    --update_batch would do, the others exit with the same code in silence (torchrun then
+    adds its own report of the failed processes, which no process can prevent)."""
+    tmp, argv = done
+    argv = argv + ['--update_batch', '32', '--n_batch', '8']
+    monkeypatch.setenv('WORLD_SIZE', '3')
+    monkeypatch.setenv('RANK', '0')
+    code, line = one_error(train.main, argv, capsys)
+    assert code == 2 and ('--update_batch 32 must split into 3 process(es) x --n_batch 8 x a whole '
+                          'number of steps: use --update_batch 24 or 48 (a multiple of 24)') in line
+    monkeypatch.setenv('RANK', '1')
+    assert fails(argv, capsys) == (2, '', '')
+
+
+def warmup_warnings(capsys):
+    return [l for l in capsys.readouterr().err.splitlines() if l.startswith('train.py: warning: ')
+            and 'ramp' in l]
+
+
+def test_a_run_whose_every_update_has_learning_rate_0_is_refused(done, capsys):
+    """One update: OpenAI's schedule gives update t the rate lr x schedule((t - 1) / total),
+    0 for the first, whatever --lr. The advice followed, two updates: one of them past the
+    warmup, which is said."""
+    tmp, argv = done
+    argv = argv + ['--desc', 'short', '--update_batch', '32']
+    code, line = one_error(train.main, argv + ['--n_iter', '1'], capsys)
+    assert code == 1 and line.endswith(
+        '1 update(s) (32 training examples // --update_batch 32 x --n_iter 1): none has a learning '
+        'rate above 0 (the --lr_warmup ramp starts from 0), so nothing would be trained; raise '
+        '--n_iter or lower --update_batch')
+    assert leaves_nothing(tmp, 'short')
+    train.main(argv + ['--n_iter', '2'])
+    warnings = warmup_warnings(capsys)
+    assert warnings == [
+        'train.py: warning: 2 update(s) (32 training examples // --update_batch 32 x --n_iter 2): '
+        '1 of them in the --lr_warmup 0.1 ramp, the first at learning rate 0; to train past the '
+        'warmup, raise --n_iter, lower --update_batch or lower --lr_warmup']
+
+
+@pytest.mark.parametrize('warmup, ramp', [('0.25', 2), ('0.2', None)])
+def test_a_warmup_of_half_the_updates_or_more_is_warned_of(done, capsys, warmup, ramp):
+    """4 updates, at x = 0, 1/4, 1/2, 3/4 of the run: a warmup of 0.25 ramps over 2 of
+    them (half: warned of), 0.2 over 1 (no warning)."""
+    tmp, argv = done
+    train.main(argv + ['--desc', f'warmup{warmup}', '--n_iter', '1', '--lr_warmup', warmup])
+    assert warmup_warnings(capsys) == ([] if ramp is None else [
+        'train.py: warning: 4 update(s) (32 training examples // --update_batch 8 x --n_iter 1): '
+        f'{ramp} of them in the --lr_warmup {warmup} ramp, the first at learning rate 0; to train '
+        'past the warmup, raise --n_iter, lower --update_batch or lower --lr_warmup'])
 
 
 @pytest.fixture(scope='module')
@@ -250,10 +366,60 @@ def test_resume_refuses_other_settings_data_or_vocabulary(done, capsys, change, 
     assert snapshot(tmp) == before
 
 
-def test_resume_without_a_checkpoint(done, capsys):
+def copy_run(tmp, desc):
+    """The finished run's files copied under another --desc (for a test whose run might,
+    broken, delete them); their snapshot."""
+    shutil.copy(tmp / 'log' / 'done.jsonl', tmp / 'log' / f'{desc}.jsonl')
+    for folder in ('save', 'sub'):
+        shutil.copytree(tmp / folder / 'done', tmp / folder / desc)
+    return snapshot(tmp, desc)
+
+
+def finished(tmp, desc):
+    """The run desc logged its last evaluation and its test score."""
+    lines = read_log(tmp / 'log' / f'{desc}.jsonl')
+    return [l['n_updates'] for l in lines if 'va_acc' in l] == [4, 8] and 'te_acc' in lines[-1]
+
+
+# Every piece of advice, followed, leads on: none sends the user round in a loop.
+
+def test_resume_without_a_checkpoint_or_files_says_to_drop_resume(done, capsys):
     tmp, argv = done
-    code, line = one_error(train.main, argv + ['--desc', 'never', '--resume'], capsys)
-    assert code == 1 and '--resume: no checkpoint in' in line
+    argv = argv + ['--desc', 'never']
+    code, line = one_error(train.main, argv + ['--resume'], capsys)
+    assert code == 1 and line.endswith(f'--resume: no readable checkpoint in '
+                                       f'{tmp / "save" / "never" / "checkpoints"}; run the same '
+                                       'command without --resume again')
+    train.main(argv)
+    assert finished(tmp, 'never')
+
+
+def test_resume_with_no_readable_checkpoint_says_to_start_afresh_naming_what_goes(done, capsys):
+    """Every checkpoint damaged: --resume names the --overwrite that starts afresh and what
+    it deletes (the run without either flag is refused, the earlier files being there)."""
+    tmp, argv = done
+    copy_run(tmp, 'damaged')
+    for path in (tmp / 'save' / 'damaged' / 'checkpoints').glob('update_*.pt'):
+        path.write_bytes(b'not a checkpoint')
+    argv = argv + ['--desc', 'damaged']
+    code, line = one_error(train.main, argv + ['--resume'], capsys)
+    assert code == 1 and (
+        f'--resume: no readable checkpoint in {tmp / "save" / "damaged" / "checkpoints"}; start '
+        'afresh with the same command and --overwrite in place of --resume, which deletes '
+        f'{tmp / "log" / "damaged.jsonl"}, {tmp / "save" / "damaged" / "best_params.safetensors"}'
+        ) in line, line
+    train.main(argv + ['--overwrite'])
+    assert finished(tmp, 'damaged')
+
+
+def test_resume_with_its_log_gone_says_to_start_afresh(done, capsys):
+    tmp, argv = done
+    copy_run(tmp, 'nolog')
+    (tmp / 'log' / 'nolog.jsonl').unlink()
+    code, line = one_error(train.main, argv + ['--desc', 'nolog', '--resume'], capsys)
+    assert code == 1 and f'--resume: cannot resume the log {tmp / "log" / "nolog.jsonl"}' in line
+    assert ('start afresh with the same command and --overwrite in place of --resume, which '
+            f'deletes {tmp / "save" / "nolog" / "best_params.safetensors"}') in line
 
 
 def test_overwrite_says_what_it_removes_and_old_checkpoints_cannot_outrank_new_ones(done, capsys):
@@ -297,18 +463,63 @@ def test_a_second_run_of_a_desc_is_refused_while_the_first_runs(done, capsys):
     assert proc.returncode == train.EXIT_INTERRUPTED, err
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_temporary(done, capsys, monkeypatch):
-    tmp, argv = done
+def enospc(fd):
+    raise OSError(errno.ENOSPC, 'No space left on device')
 
-    def full(fd):
-        raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(os, 'fsync', full)
-    code, line = one_error(train.main, argv + ['--desc', 'full'], capsys)
-    assert code == 1 and 'No space left on device while writing' in line
-    assert '--resume' in line
-    leftovers = [n for root in ('save', 'log') for _, _, names in os.walk(tmp / root)
-                 for n in names if n.endswith('.tmp')]
-    assert leftovers == []
+
+def no_temporary(tmp):
+    return not [n for root in ('save', 'log', 'cache_full') for _, _, names in os.walk(tmp / root)
+                for n in names if n.endswith('.tmp')]
+
+
+def test_a_full_disk_before_training_says_to_run_the_command_again(done, capsys, monkeypatch):
+    """Full while encoding the data into the cache: nothing of the run is written yet."""
+    tmp, argv = done
+    argv = argv + ['--desc', 'full_early', '--cache_dir', str(tmp / 'cache_full')]
+    monkeypatch.setattr(os, 'fsync', enospc)
+    code, line = one_error(train.main, argv, capsys)
+    assert code == 1 and f'No space left on device while writing {tmp / "cache_full"}' in line
+    assert line.endswith('nothing was left half-written: free space, then run the same command again')
+    assert no_temporary(tmp)
+    monkeypatch.undo()
+    train.main(argv)
+    assert finished(tmp, 'full_early')
+
+
+def test_a_full_disk_before_a_checkpoint_says_to_start_afresh(done, capsys, monkeypatch):
+    """Full at the first parameters kept: the log is written, no checkpoint, so --resume
+    could not go on and the same command alone would be refused."""
+    tmp, argv = done
+    argv = argv + ['--desc', 'full']
+    monkeypatch.setattr(os, 'fsync', enospc)
+    code, line = one_error(train.main, argv, capsys)
+    best = tmp / 'save' / 'full' / 'best_params.safetensors'
+    assert code == 1 and f'No space left on device while writing {best}' in line
+    assert line.endswith('free space, then start afresh with the same command and --overwrite, '
+                         f'which deletes {tmp / "log" / "full.jsonl"}')
+    assert no_temporary(tmp)
+    monkeypatch.undo()
+    train.main(argv + ['--overwrite'])
+    assert finished(tmp, 'full')
+
+
+def test_a_full_disk_after_a_checkpoint_says_to_resume(done, capsys, monkeypatch):
+    tmp, argv = done
+    argv = argv + ['--desc', 'full_late', '--save_every', '1']
+    checkpoints = tmp / 'save' / 'full_late' / 'checkpoints'
+    fsync = os.fsync
+
+    def full_after_a_checkpoint(fd):  # files only: the first checkpoint's folder is synced
+        if any(checkpoints.glob('update_*.pt')) and not stat.S_ISDIR(os.fstat(fd).st_mode):
+            enospc(fd)
+        fsync(fd)
+    monkeypatch.setattr(os, 'fsync', full_after_a_checkpoint)
+    code, line = one_error(train.main, argv, capsys)
+    assert code == 1 and f'while writing {checkpoints / "update_00000002.pt"}' in line
+    assert line.endswith('free space, then continue with the same command and --resume')
+    monkeypatch.undo()
+    train.main(argv + ['--resume'])
+    assert 'resuming from' in capsys.readouterr().out and finished(tmp, 'full_late')
 
 
 def test_interrupted_while_encoding_is_one_line_and_exit_75(done, capsys, monkeypatch):

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import datasets
 import train
-from conftest import fails, openai_vocab, read_log, rocstories_dir
+from conftest import TINY, fails, openai_vocab, read_log, rocstories_dir
 from datasets import rocstories, rocstories_test_labels
 from model_pytorch import Config, DoubleHeadModel, load_params
 from openai_shards import published_shapes, write_shards
@@ -125,6 +126,50 @@ def test_missing_weights_are_named(tiny_run, capsys):
     assert code == 1
     assert f"{tmp / 'nothing' / 'params_shapes.json'}, {tmp / 'nothing' / 'params_0.npy'}" in err
     assert 'download.py' in err
+
+
+def test_the_main_command_names_all_it_misses_and_its_advice_leads_to_a_run(tmp_path, capsys,
+                                                                           monkeypatch):
+    """README's command where neither model/ nor data/ is: the data, the vocabulary (with
+    its flags) and the weights named at once; with --n_transfer -1, as advised, the data
+    and the vocabulary still; with both given, the run."""
+    monkeypatch.chdir(tmp_path)
+    command = ['--dataset', 'rocstories', '--desc', 'rocstories', '--submit', '--analysis',
+               '--data_dir', 'data/']
+    code, _, err = fails(command, capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 1 and line.startswith('train.py: error: missing: the data: --data_dir data/ is '
+                                         'not a folder; the vocabulary (--encoder_path, --bpe_path): '
+                                         'model/encoder_bpe_40000.json, model/vocab_40000.bpe; the '
+                                         'weights (--model_dir): model/params_shapes.json')
+    assert 'cs.rochester.edu' in line and '`python download.py`' in line
+    assert '--n_transfer -1 trains from scratch' in line
+    command += ['--n_transfer', '-1']
+    code, _, err = fails(command, capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 1 and 'the data: --data_dir data/ is not a folder' in line
+    assert 'the vocabulary (--encoder_path, --bpe_path)' in line and 'weights' not in line
+    datasets.write_story_cloze('data', 40, 12, np.random.default_rng(0))
+    encoder_path, bpe_path, _ = write_char_vocab('vocab')
+    train.main(command + ['--encoder_path', encoder_path, '--bpe_path', bpe_path, '--n_valid', '8',
+                          '--n_iter', '1', '--device', 'cpu'] + TINY)
+    assert 'ROCStories Test Accuracy:' in capsys.readouterr().out
+
+
+def test_analysis_without_submit_prints_the_validation_lines_and_draws_the_curves(tiny_run, capsys):
+    tmp, argv = tiny_run
+    train.main(argv + ['--desc', 'curves', '--analysis', '--n_iter', '1'])
+    out = capsys.readouterr().out
+    va_acc = read_log(tmp / 'log' / 'curves.jsonl')[-1]['va_acc']
+    assert f'ROCStories Valid Accuracy: {va_acc:.2f}' in out and 'Test' not in out
+    assert (tmp / 'log' / 'curves.png').read_bytes()[:4] == b'\x89PNG'
+    assert not (tmp / 'sub').exists()
+
+
+def test_every_flag_has_help_and_max_grad_norm_says_how_to_turn_clipping_off(capsys):
+    assert [a.option_strings for a in train.parser()._actions if not a.help] == []
+    code, out, _ = fails(['--help'], capsys)
+    assert code == 0 and '0 or below turns clipping off' in ' '.join(out.split())
 
 
 def test_smoke_writes_below_the_working_folder(tmp_path, monkeypatch):
