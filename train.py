@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import random
 import re
