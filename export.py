@@ -8,6 +8,9 @@ The folder holds model.safetensors and config.json, and, when the vocabulary is 
 its copies under the Hub's names, vocab.json and merges.txt. transformers'
 OpenAIGPTDoubleHeadsModel, OpenAIGPTLMHeadModel and OpenAIGPTModel load it with
 from_pretrained(folder); load_openai_pretrained_model takes it as pretrained weights.
+An --out folder that holds files is refused, or, with --overwrite, replaced whole: the
+new folder is written beside it and takes its name once complete, so that no file of an
+earlier export (its tokenizer, say) stays beside the new weights.
 
 - tokens_embed: the n_vocab BPE tokens, then the n_special special tokens (train.py's
   _start_, _delimiter_, _classify_), so config.json's vocab_size is n_vocab + n_special.
@@ -20,13 +23,17 @@ from_pretrained(folder); load_openai_pretrained_model takes it as pretrained wei
   in transformers' OpenAIGPT models: the body and LM head are written, and one line says
   that the task head was not.
 """
+import argparse
 import json
 import os
+import secrets
+import shutil
 import sys
 
+from download import check_vocabulary_and_weights
 from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, block_param_names,
                            load_trained_params, transformers_name)
-from utils import Parser, atomic_write
+from utils import Parser, atomic_write, fsync_dir
 
 
 def transformers_state(state, meta):
@@ -68,10 +75,58 @@ def transformers_config(meta, multiple_choice):
         id2label={'0': 'LABEL_0'}, label2id={'LABEL_0': 0})
 
 
-def _write(path, data):
-    with atomic_write(path) as f:
-        f.write(data)
-    return path
+def check_out(out, overwrite=False):
+    """Raises unless out can take the export: a folder that holds files only with
+    overwrite, never a file."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f'--out {out} is a file, not a folder')
+    held = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if held and not overwrite:
+        raise ValueError(f'--out {out} already holds files ({", ".join(held)}): choose '
+                             'another folder, or add --overwrite to replace it whole')
+
+
+def write_folder(out, files, overwrite=False):
+    """Writes files ({name: bytes}) as the folder out, whole or not at all, and returns
+    their paths there. They are written into a new folder beside out and reach the disk;
+    only then does it take out's name, an earlier folder there (one that holds files only
+    with overwrite) being moved aside and deleted. An error leaves out as it was; a crash
+    leaves the old folder or the new one, never a mix (between the two renames, out is
+    absent and the old folder lies beside it, its name ending in .tmp.old)."""
+    check_out(out, overwrite)
+    parent, base = os.path.split(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    # os.mkdir, not mkdtemp, whose 0700 would hide the export from others
+    tmp = os.path.join(parent, f'.{base}.{secrets.token_hex(4)}.tmp')
+    os.mkdir(tmp)
+    try:
+        for name, data in files.items():
+            with atomic_write(os.path.join(tmp, name)) as f:
+                f.write(data)
+        _swap_in(tmp, os.path.join(parent, base))
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            err.filename = out  # not the temporary folder, which is gone
+        raise
+    return [os.path.join(out, name) for name in files]
+
+
+def _swap_in(new, out):
+    """Renames the folder new to out, an earlier out first moved aside (a rename cannot
+    replace a folder that holds files) and deleted once new is in place."""
+    old = new + '.old' if os.path.isdir(out) else None
+    if old:
+        os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        if old:
+            os.rename(old, out)  # put the earlier export back
+        raise
+    fsync_dir(os.path.dirname(out))
+    if old:
+        shutil.rmtree(old)
 
 
 def _read(path):
@@ -79,55 +134,61 @@ def _read(path):
         return f.read()
 
 
-def _tokenizer_files(out, encoder_path, bpe_path, n_vocab):
-    """OpenAI's vocabulary, checked against the model, as the Hub names it; the Hub's
-    merges.txt is vocab_40000.bpe, version header line included."""
-    encoder = _read(encoder_path)
-    n_tokens = len(json.loads(encoder))
+def _tokenizer_files(encoder_path, bpe_path, n_vocab):
+    """OpenAI's vocabulary, checked as train.py checks it and against the model, as the
+    Hub names it; the Hub's merges.txt is vocab_40000.bpe, version header line included."""
+    n_tokens = check_vocabulary_and_weights(encoder_path, bpe_path)
     if n_tokens != n_vocab:
         raise ValueError(f'{encoder_path} holds {n_tokens} tokens but the model was trained '
                          f'with {n_vocab}: pass the vocabulary train.py used')
-    return {os.path.join(out, HF_VOCAB): encoder, os.path.join(out, HF_MERGES): _read(bpe_path)}
+    return {HF_VOCAB: _read(encoder_path), HF_MERGES: _read(bpe_path)}
 
 
-def export(checkpoint, out, encoder_path=None, bpe_path=None):
+def export(checkpoint, out, encoder_path=None, bpe_path=None, overwrite=False):
     """Writes the parameters in `checkpoint`, from train.py --submit, as a transformers
-    checkpoint in the folder out, each file atomically; returns the paths written. With
-    encoder_path and bpe_path (the vocabulary train.py used), their copies go alongside
-    as vocab.json and merges.txt."""
+    checkpoint: the folder out, written whole (write_folder); returns the paths written.
+    With encoder_path and bpe_path (the vocabulary train.py used), their copies go
+    alongside as vocab.json and merges.txt. An out that holds files is refused
+    (ValueError) unless overwrite, before anything is read."""
     if (encoder_path is None) != (bpe_path is None):
         raise ValueError('give both encoder_path and bpe_path, or neither')
+    check_out(out, overwrite)
     meta, state = load_trained_params(checkpoint)
     head = meta.get('task_head_type')
     multiple_choice = head == 'multiple_choice'
     if head is not None and not multiple_choice:
-        print(f"export.py: task head {head!r} not exported, transformers' OpenAIGPT models "
-              'have a multiple-choice head only; the body and LM head are')
+        print(f"export.py: task head {head!r} not exported, since transformers' OpenAIGPT "
+              'models have a multiple-choice head only; the body and the LM head are exported')
     files = {}
     if encoder_path is not None:
-        files.update(_tokenizer_files(out, encoder_path, bpe_path, meta['n_vocab']))
+        files.update(_tokenizer_files(encoder_path, bpe_path, meta['n_vocab']))
     from safetensors.torch import save  # imported here, as in model_pytorch
-    files[os.path.join(out, HF_WEIGHTS[0])] = save(transformers_state(state, meta),
-                                                   metadata={'format': 'pt'})
-    # config.json last: with it, the folder counts as a checkpoint (weights_layout)
-    files[os.path.join(out, HF_CONFIG)] = json.dumps(
-        transformers_config(meta, multiple_choice), indent=2).encode()
-    return [_write(path, data) for path, data in files.items()]
+    files[HF_WEIGHTS[0]] = save(transformers_state(state, meta), metadata={'format': 'pt'})
+    files[HF_CONFIG] = json.dumps(transformers_config(meta, multiple_choice), indent=2).encode()
+    return write_folder(out, files, overwrite)
 
 
 def main(argv=None):
-    p = Parser(description=__doc__.splitlines()[0])
+    p = Parser(prog='export.py', description=__doc__.split('\n\n')[0],
+               epilog=__doc__.split('\n\n', 2)[2],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--checkpoint', required=True,
                    help='parameters from train.py --submit, e.g. '
                         'save/rocstories/best_params.safetensors')
-    p.add_argument('--out', required=True, help='the folder to write')
+    p.add_argument('--out', required=True, help='the folder to write: a new or empty one')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an --out folder that holds files, every one of them')
     p.add_argument('--encoder_path', help="the vocabulary train.py used, e.g. "
                    "model/encoder_bpe_40000.json, copied as vocab.json")
     p.add_argument('--bpe_path', help='its BPE merges, e.g. model/vocab_40000.bpe, copied as '
                    'merges.txt')
     args = p.parse_args(argv)
+    if (args.encoder_path is None) != (args.bpe_path is None):
+        p.error('--encoder_path and --bpe_path go together: give both (the vocabulary '
+                'train.py used) or neither')
     try:
-        written = export(args.checkpoint, args.out, args.encoder_path, args.bpe_path)
+        written = export(args.checkpoint, args.out, args.encoder_path, args.bpe_path,
+                         args.overwrite)
     except (OSError, ValueError) as err:
         sys.exit(f'export.py: error: {err}')
     print(f'wrote {", ".join(written)}')

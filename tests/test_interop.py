@@ -16,6 +16,7 @@ import model_pytorch as mp
 from model_pytorch import (Config, DoubleHeadModel, TransformerModel, block_param_names,
                            load_openai_pretrained_model, load_params, save_params,
                            weights_layout)
+from conftest import fails
 from openai_shards import published_shapes, write_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -344,25 +345,39 @@ def test_other_task_heads_export_body_and_lm_head(tm, tmp_path, capsys):
     save_params(tmp_path / 'best.safetensors', ours, **meta)
     export.export(str(tmp_path / 'best.safetensors'), str(tmp_path / 'hf'))
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and "task head 'similarity' not exported" in lines[0]
+    assert lines == ["export.py: task head 'similarity' not exported, since transformers' "
+                     "OpenAIGPT models have a multiple-choice head only; the body and the LM "
+                     'head are exported']
     hf = tm.transformers.OpenAIGPTLMHeadModel.from_pretrained(str(tmp_path / 'hf')).eval()
     assert_same_function(tm, ours, hf, n_vocab + N_SPECIAL, n_ctx)
     tensors = load_file(str(tmp_path / 'hf' / 'model.safetensors'))
     assert not [name for name in tensors if 'multiple_choice' in name]
 
 
-def test_export_errors(tmp_path):
-    model = DoubleHeadModel(SMALL, 5, 'multiple_choice', vocab=10 + N_SPECIAL + 8, n_ctx=8)
-    save_params(tmp_path / 'best.safetensors', model, cfg=dict(SMALL), n_vocab=10,
-                n_special=N_SPECIAL, n_ctx=8, task_head_type='multiple_choice')
+def tiny_checkpoint(path, n_vocab=10):
+    model = DoubleHeadModel(SMALL, 5, 'multiple_choice', vocab=n_vocab + N_SPECIAL + 8, n_ctx=8)
+    save_params(path, model, cfg=dict(SMALL), n_vocab=n_vocab, n_special=N_SPECIAL, n_ctx=8,
+                task_head_type='multiple_choice')
+    return model
+
+
+def test_export_errors(tmp_path, capsys):
+    model = tiny_checkpoint(tmp_path / 'best.safetensors')
     (tmp_path / 'enc.json').write_text(json.dumps({'a': 0}))
+    (tmp_path / 'vocab.bpe').write_text('#version: 0.2\na b\n')
     args = ['--checkpoint', str(tmp_path / 'best.safetensors'), '--out', str(tmp_path / 'hf')]
     with pytest.raises(SystemExit, match='enc.json holds 1 tokens but the model was trained '
                                          'with 10'):
         export.main(args + ['--encoder_path', str(tmp_path / 'enc.json'), '--bpe_path',
-                            str(tmp_path / 'enc.json')])
-    with pytest.raises(SystemExit, match='both encoder_path and bpe_path'):
-        export.main(args + ['--encoder_path', str(tmp_path / 'enc.json')])
+                            str(tmp_path / 'vocab.bpe')])
+    with pytest.raises(SystemExit, match='vocab.bpe is not valid JSON'):
+        export.main(args + ['--encoder_path', str(tmp_path / 'vocab.bpe'), '--bpe_path',
+                            str(tmp_path / 'vocab.bpe')])
+    code, _, err = fails(args + ['--encoder_path', str(tmp_path / 'enc.json')], capsys,
+                         main=export.main)
+    assert code == 2 and err == ('export.py: error: --encoder_path and --bpe_path go together: '
+                                 'give both (the vocabulary train.py used) or neither (--help '
+                                 'lists the flags)\n')
     save_params(tmp_path / 'best.safetensors', model, n_vocab=10)
     with pytest.raises(SystemExit, match=r"lacks the settings \['cfg', 'n_special', 'n_ctx'\]"):
         export.main(args)
@@ -373,6 +388,75 @@ def test_export_errors(tmp_path):
     assert done.returncode == 1 and 'Traceback' not in done.stderr
     assert done.stderr.strip().endswith(f"No such file or directory: "
                                         f"'{tmp_path / 'nothing.safetensors'}'")
+
+
+def folder_bytes(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+@pytest.fixture
+def earlier_export(tmp_path):
+    """(argv, out): an export with its vocabulary and a file of the user's in out, and
+    the flags of a new export, without vocabulary, from another checkpoint."""
+    tiny_checkpoint(tmp_path / 'old.safetensors', n_vocab=2)
+    (tmp_path / 'enc.json').write_text(json.dumps({'a': 0, 'b': 1}))
+    (tmp_path / 'vocab.bpe').write_text('#version: 0.2\na b\n')
+    out = tmp_path / 'hf'
+    export.main(['--checkpoint', str(tmp_path / 'old.safetensors'), '--out', str(out),
+                 '--encoder_path', str(tmp_path / 'enc.json'), '--bpe_path',
+                 str(tmp_path / 'vocab.bpe')])
+    (out / 'notes.txt').write_text('mine')
+    tiny_checkpoint(tmp_path / 'new.safetensors')
+    return ['--checkpoint', str(tmp_path / 'new.safetensors'), '--out', str(out)], out
+
+
+def test_export_refuses_a_folder_that_holds_files(earlier_export, capsys):
+    argv, out = earlier_export
+    before = folder_bytes(out)
+    code, _, err = fails(argv, capsys, main=export.main)
+    assert code == 'export.py: error: --out {} already holds files (config.json, merges.txt, ' \
+                   'model.safetensors, notes.txt, vocab.json): choose another folder, or add ' \
+                   '--overwrite to replace it whole'.format(out)
+    assert 'Traceback' not in err
+    assert folder_bytes(out) == before
+    assert sorted(os.listdir(out.parent)) == ['enc.json', 'hf', 'new.safetensors',
+                                              'old.safetensors', 'vocab.bpe']
+
+
+def test_overwrite_replaces_the_folder_whole(earlier_export, capsys):
+    """No file of the earlier export stays: its tokenizer would not be the new weights'."""
+    argv, out = earlier_export
+    export.main(argv + ['--overwrite'])
+    assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors']
+    assert json.loads((out / 'config.json').read_text())['vocab_size'] == 10 + N_SPECIAL
+    assert sorted(os.listdir(out.parent)) == ['enc.json', 'hf', 'new.safetensors',
+                                              'old.safetensors', 'vocab.bpe']
+
+
+def test_a_failed_overwrite_leaves_the_earlier_export(earlier_export, capsys, monkeypatch):
+    argv, out = earlier_export
+    before = folder_bytes(out)
+
+    def full(fd):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(os, 'fsync', full)
+    code, _, _ = fails(argv + ['--overwrite'], capsys, main=export.main)
+    assert code == f"export.py: error: [Errno 28] No space left on device: '{out}'"
+    assert folder_bytes(out) == before
+    assert sorted(os.listdir(out.parent)) == ['enc.json', 'hf', 'new.safetensors',
+                                              'old.safetensors', 'vocab.bpe']
+
+
+def test_export_into_an_empty_folder_or_over_a_file(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / 'best.safetensors')
+    (tmp_path / 'empty').mkdir()
+    argv = ['--checkpoint', str(tmp_path / 'best.safetensors'), '--out']
+    export.main(argv + [str(tmp_path / 'empty')])
+    assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'model.safetensors']
+    (tmp_path / 'file').write_text('x')
+    code, _, _ = fails(argv + [str(tmp_path / 'file'), '--overwrite'], capsys, main=export.main)
+    assert code == f"export.py: error: --out {tmp_path / 'file'} is a file, not a folder"
+    assert (tmp_path / 'file').read_text() == 'x'
 
 
 # Parameters files.
