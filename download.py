@@ -154,6 +154,9 @@ def _check_bpe(path):
         merges = read_bpe_merges(path)
     except UnicodeDecodeError as err:
         raise ValueError(f'{path} is not UTF-8 text ({err})') from None
+    if not header:
+        raise ValueError(f'{path} is empty: expected a version header, then one BPE merge '
+                         'a line')
     # The first line is skipped as the header, whatever it holds: a merge there is lost.
     if not header.startswith('#'):
         raise ValueError(f"{path}: line 1 is not a version header such as '#version: 0.2' "
