@@ -5,8 +5,11 @@ snli, scitail and race, each reading the files as their authors ship them and re
 {split name: Split}; and user_csv for a user's own CSV or TSV."""
 import csv
 import hashlib
+import itertools
 import json
 import os
+import re
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -54,9 +57,11 @@ def _read_stories(path):
     with open(path, encoding='utf-8') as f:
         rows = csv.reader(f)
         labelled = check_header(next(rows, None), path)
+        texts = TextCheck(official=True)
         stories, endings1, endings2, labels, lines = [], [], [], [], {}
         for row in rows:
             check_row(row, labelled, path, rows.line_num)
+            texts(row[1:7], CSV_HEADER[1:7], f'{path}, line {rows.line_num}')
             if row[0] in lines:
                 raise ValueError(f'{path}, line {rows.line_num}: story {row[0]!r} again, first '
                                  f'on line {lines[row[0]]}; remove one of them')
@@ -68,6 +73,7 @@ def _read_stories(path):
                 labels.append(int(row[7]) - 1)
     if not stories:
         raise ValueError(f'{path} holds a header but no stories')
+    texts.warn()
     return stories, endings1, endings2, (labels if labelled else None)
 
 
@@ -101,20 +107,26 @@ def rocstories(data_dir, n_train=1497, n_valid=374):
     labelled validation CSV split at random into train and valid exactly as OpenAI did,
     and the test CSV. X1 is the story, X2 and X3 the endings, Y 0 when X2 is right.
     n_train is kept from OpenAI's signature; there too train is what valid leaves."""
+    train, valid = rocstories_train_valid(data_dir, n_valid)
+    teX1, teX2, teX3, _ = read_stories(csv_path(data_dir, TEST_NAME))
+    return train, valid, (teX1, teX2, teX3)
+
+
+def rocstories_train_valid(data_dir, n_valid):
+    """The labelled validation CSV split at random as OpenAI did: (X1, X2, X3, Y) of
+    train and of valid."""
     from sklearn.model_selection import train_test_split  # slow import, needed only here
     val_path = csv_path(data_dir, VAL_NAME)
     storys, comps1, comps2, ys = read_stories(val_path)
     if ys is None:
         raise ValueError(f'{val_path}: expected the AnswerRightEnding column in its header')
-    teX1, teX2, teX3, _ = read_stories(csv_path(data_dir, TEST_NAME))
     if not 0 < n_valid < len(storys):
         raise ValueError(f'--n_valid {n_valid}: {val_path} holds {len(storys)} stories, so '
                          f'between 1 and {len(storys) - 1} can be held out for validation')
     (trX1, vaX1, trX2, vaX2, trX3, vaX3, trY, vaY) = train_test_split(
         storys, comps1, comps2, ys, test_size=n_valid, random_state=seed)
     return ((trX1, trX2, trX3, np.asarray(trY, dtype=np.int32)),
-            (vaX1, vaX2, vaX3, np.asarray(vaY, dtype=np.int32)),
-            (teX1, teX2, teX3))
+            (vaX1, vaX2, vaX3, np.asarray(vaY, dtype=np.int32)))
 
 
 def rocstories_test_labels(data_dir):
@@ -123,22 +135,30 @@ def rocstories_test_labels(data_dir):
     return None if labels is None else np.asarray(labels, dtype=np.int32)
 
 
-def rocstories_splits(data_dir, n_valid=374):
+def rocstories_splits(data_dir, n_valid=374, optional=()):
     """rocstories() as {'train', 'dev', 'test'} splits of (story, ending 1, ending 2),
-    labels 0 where ending 1 is right; the test labels where the test CSV has them."""
-    train, dev, (teX1, teX2, teX3) = rocstories(data_dir, n_valid=n_valid)
-    return {'train': Split(train[:3], train[3], None), 'dev': Split(dev[:3], dev[3], None),
-            'test': Split((teX1, teX2, teX3), rocstories_test_labels(data_dir), None)}
+    labels 0 where ending 1 is right; the test labels where the test CSV has them.
+    optional: 'test' to leave the test split out when its CSV is missing."""
+    train, dev = rocstories_train_valid(data_dir, n_valid)
+    splits = {'train': Split(train[:3], train[3], None), 'dev': Split(dev[:3], dev[3], None)}
+    for split, path in located(['test'], lambda _: csv_path(data_dir, TEST_NAME),
+                               optional).items():
+        *fields, labels = read_stories(path)
+        splits[split] = Split(tuple(fields),
+                              None if labels is None else np.asarray(labels, dtype=np.int32), None)
+    return splits
 
 
 SAMPLE_NAMES = ['anna', 'ben', 'cleo', 'dan', 'eve', 'finn', 'gus', 'hana', 'ivan', 'jo']
 SAMPLE_PLACES = ['park', 'beach', 'store', 'lake', 'zoo', 'farm']
 
 
-def write_story_cloze(folder, n_val, n_test, rng):
+def write_story_cloze(folder, n_val, n_test, rng, labels=None):
     """A tiny Story Cloze Test in the two CSV files, for --smoke and the tests, with a
-    learnable rule: the right ending names the story's hero."""
+    learnable rule: the right ending names the story's hero. labels: the AnswerRightEnding
+    ('1' or '2') of each story in turn, else drawn at random."""
     os.makedirs(folder, exist_ok=True)
+    given = itertools.cycle(labels) if labels else None
     for name, split, n in ((VAL_NAME, 'val', n_val), (TEST_NAME, 'test', n_test)):
         with open(os.path.join(folder, name), 'w', newline='') as f:
             rows = csv.writer(f)
@@ -149,7 +169,7 @@ def write_story_cloze(folder, n_val, n_test, rng):
                 story = [f'{hero} went to the {place}.', f'{hero} met a friend.',
                          'they talked for a while.', 'it got late.']
                 right, wrong = f'{hero} went home happy.', f'{other} went home happy.'
-                label = int(rng.integers(1, 3))
+                label = int(rng.integers(1, 3)) if given is None else int(next(given))
                 endings = [right, wrong] if label == 1 else [wrong, right]
                 rows.writerow([f'{split}{i}', *story, *endings, label])
     return folder
@@ -262,66 +282,68 @@ GLUE = {
 UNLABELLED = ('test', 'test_matched', 'test_mismatched', 'diagnostic')
 
 
-def cola(data_dir, splits=None):
+def cola(data_dir, splits=None, optional=()):
     """CoLA: (sentence,), labels 0 unacceptable / 1 acceptable."""
-    return load_glue('cola', data_dir, splits)
+    return load_glue('cola', data_dir, splits, optional)
 
 
-def sst2(data_dir, splits=None):
+def sst2(data_dir, splits=None, optional=()):
     """SST-2: (sentence,), labels 0 negative / 1 positive."""
-    return load_glue('sst2', data_dir, splits)
+    return load_glue('sst2', data_dir, splits, optional)
 
 
-def mrpc(data_dir, splits=None):
+def mrpc(data_dir, splits=None, optional=()):
     """MRPC: (string 1, string 2), labels 1 when they are paraphrases."""
-    return load_glue('mrpc', data_dir, splits)
+    return load_glue('mrpc', data_dir, splits, optional)
 
 
-def qqp(data_dir, splits=None):
+def qqp(data_dir, splits=None, optional=()):
     """QQP: (question 1, question 2), labels 1 when they are duplicates."""
-    return load_glue('qqp', data_dir, splits)
+    return load_glue('qqp', data_dir, splits, optional)
 
 
-def stsb(data_dir, splits=None):
+def stsb(data_dir, splits=None, optional=()):
     """STS-B: (sentence 1, sentence 2), labels float similarity scores from 0 to 5."""
-    return load_glue('stsb', data_dir, splits)
+    return load_glue('stsb', data_dir, splits, optional)
 
 
-def mnli(data_dir, splits=None):
+def mnli(data_dir, splits=None, optional=()):
     """MNLI: (sentence 1, sentence 2) of train, dev_matched, dev_mismatched, test_matched,
     test_mismatched, and GLUE's diagnostic set (AX, scored by an MNLI model), which lies
     in the GLUE folder's diagnostic/ beside MNLI/."""
-    return load_glue('mnli', data_dir, splits)
+    return load_glue('mnli', data_dir, splits, optional)
 
 
-def qnli(data_dir, splits=None):
+def qnli(data_dir, splits=None, optional=()):
     """QNLI: (question, sentence), labels entailment / not_entailment."""
-    return load_glue('qnli', data_dir, splits)
+    return load_glue('qnli', data_dir, splits, optional)
 
 
-def rte(data_dir, splits=None):
+def rte(data_dir, splits=None, optional=()):
     """RTE: (sentence 1, sentence 2), labels entailment / not_entailment."""
-    return load_glue('rte', data_dir, splits)
+    return load_glue('rte', data_dir, splits, optional)
 
 
-def wnli(data_dir, splits=None):
+def wnli(data_dir, splits=None, optional=()):
     """WNLI: (sentence 1, sentence 2), labels 1 when sentence 2 follows."""
-    return load_glue('wnli', data_dir, splits)
+    return load_glue('wnli', data_dir, splits, optional)
 
 
-def load_glue(task, data_dir, splits):
-    """{split: Split} of a GLUE task; data_dir is the GLUE folder or the task's own."""
+def load_glue(task, data_dir, splits, optional=()):
+    """{split: Split} of a GLUE task; data_dir is the GLUE folder or the task's own.
+    optional: splits left out when their file is missing (every loader takes it)."""
     spec = GLUE[task]
     parse_label = stsb_score if task == 'stsb' else class_id(LABELS[task])
-    paths = {}
-    for split in requested(task, spec.files, splits):
+
+    def path_of(split):
         folder, name = os.path.split(spec.files[split])
         # The diagnostic set is the one file outside its task's folder: when data_dir is
         # MNLI/ itself, it is in the sibling folder.
         sibling = [os.path.join(data_dir, '..', folder, name)] if split == 'diagnostic' else []
-        paths[split] = find(data_dir, folder, name, GLUE_SOURCE, sibling)
+        return find(data_dir, folder, name, GLUE_SOURCE, sibling)
+
     loaded = {}
-    for split, path in paths.items():
+    for split, path in located(requested(task, spec.files, splits), path_of, optional).items():
         if split in UNLABELLED:
             loaded[split] = read_tsv(path, spec.text, index=spec.index)
         else:
@@ -330,20 +352,21 @@ def load_glue(task, data_dir, splits):
     return loaded
 
 
-def snli(data_dir, splits=None):
+def snli(data_dir, splits=None, optional=()):
     """SNLI: (sentence 1, sentence 2) of train, dev and test, whose labels are public.
     Pairs whose gold_label is '-' (the annotators reached no majority) are left out, as
     SNLI's README asks for classification, and their number is printed."""
-    paths = {split: find(data_dir, 'snli_1.0', f'snli_1.0_{split}.jsonl', SNLI_SOURCE)
-             for split in requested('snli', ('train', 'dev', 'test'), splits)}
+    paths = located(requested('snli', ('train', 'dev', 'test'), splits),
+                    lambda split: find(data_dir, 'snli_1.0', f'snli_1.0_{split}.jsonl',
+                                       SNLI_SOURCE), optional)
     return {split: read_snli(path) for split, path in paths.items()}
 
 
-def scitail(data_dir, splits=None):
+def scitail(data_dir, splits=None, optional=()):
     """SciTail: (premise, hypothesis) of train, dev and test, labels entails / neutral."""
-    paths = {split: find(data_dir, os.path.join('SciTailV1.1', 'tsv_format'),
-                         f'scitail_1.0_{split}.tsv', SCITAIL_SOURCE)
-             for split in requested('scitail', ('train', 'dev', 'test'), splits)}
+    paths = located(requested('scitail', ('train', 'dev', 'test'), splits),
+                    lambda split: find(data_dir, os.path.join('SciTailV1.1', 'tsv_format'),
+                                       f'scitail_1.0_{split}.tsv', SCITAIL_SOURCE), optional)
     return {split: read_tsv(path, ('premise', 'hypothesis'), 'label',
                             class_id(LABELS['scitail']),
                             names=('premise', 'hypothesis', 'label'))
@@ -354,13 +377,14 @@ RACE_LEVELS = ('middle', 'high')
 RACE_FIELDS = ('article', 'question', 'option A', 'option B', 'option C', 'option D')
 
 
-def race(data_dir, splits=None):
+def race(data_dir, splits=None, optional=()):
     """RACE: one example per question, fields (article, question, option A, B, C, D),
     labels the answer's letter as 0-3, group its level. Each split has the middle-school
     files, then the high-school ones, each level in order of file name."""
-    folders = {split: [(level, find(data_dir, 'RACE', os.path.join(split, level), RACE_SOURCE))
-                       for level in RACE_LEVELS]
-               for split in requested('race', ('train', 'dev', 'test'), splits)}
+    folders = located(requested('race', ('train', 'dev', 'test'), splits),
+                      lambda split: [(level, find(data_dir, 'RACE', os.path.join(split, level),
+                                                  RACE_SOURCE)) for level in RACE_LEVELS],
+                      optional)
     return {split: read_race(levels) for split, levels in folders.items()}
 
 
@@ -374,9 +398,19 @@ def user_csv(path, text_columns, label_column=None):
     # Blank lines are skipped, as csv.DictReader skips them.
     rows = ((reader.line_num, row) for row in reader if row)
     try:
-        return read_table(path, rows, text_columns, label_column, str)
+        return read_table(path, rows, text_columns, label_column, label_in(label_column),
+                          official=False)
     except csv.Error as err:
         raise ValueError(f'{path}, line {reader.line_num}: {err}') from None
+
+
+def label_in(column):
+    """A user's label as written, which must not be blank (it would become a class '')."""
+    def parse(value):
+        if not value.strip():
+            raise ValueError(f'expected a label in {column!r}, found {value!r}')
+        return value
+    return parse
 
 
 def requested(task, available, splits):
@@ -402,17 +436,34 @@ def find(data_dir, folder, name, source, also=()):
                             f'{" and ".join(candidates)}. {source}.')
 
 
+def located(splits, path_of, optional=()):
+    """{split: path_of(split)} for each of splits; a split in optional whose files are
+    missing (path_of raising FileNotFoundError) is left out, any other is an error."""
+    paths = {}
+    for split in splits:
+        try:
+            paths[split] = path_of(split)
+        except FileNotFoundError:
+            if split not in optional:
+                raise
+    return paths
+
+
 def read_lines(path):
     """The lines of a UTF-8 file, line ends kept and a byte-order mark dropped (MRPC's
     header has one). Decoded one line at a time so that a bad byte names its line."""
     with open(path, 'rb') as f:
         for number, raw in enumerate(f, 1):
             try:
-                yield raw.decode('utf-8-sig' if number == 1 else 'utf-8')
+                line = raw.decode('utf-8-sig' if number == 1 else 'utf-8')
             except UnicodeDecodeError as err:
                 raise ValueError(f'{path}, line {number}: expected UTF-8 text, found byte '
                                  f'0x{raw[err.start]:02x} at byte {err.start + 1} of the '
                                  'line') from None
+            if NUL in line:  # in any column, and in a header, which no text check sees
+                raise ValueError(nul_found(f'{path}, line {number}', 'the line',
+                                           line.index(NUL)))
+            yield line
 
 
 def read_tsv(path, text, label=None, parse_label=None, index=None, names=None):
@@ -424,40 +475,58 @@ def read_tsv(path, text, label=None, parse_label=None, index=None, names=None):
     return read_table(path, rows, text, label, parse_label, index, names)
 
 
-def read_table(path, rows, text, label=None, parse_label=None, index=None, names=None):
+def read_table(path, rows, text, label=None, parse_label=None, index=None, names=None,
+               official=True):
     """Split of rows, each (line number, list of str), whose columns are named by names or,
     when names is None, by the first row; text, label and index name the columns to take,
-    parse_label turning a label string into the label."""
-    if names is None:
+    parse_label turning a label string into the label. official: a file as its authors
+    ship it, whose stray control characters are warned of (TextCheck)."""
+    header = names is None
+    if header:
         number, names = next(rows, (1, []))
         wanted = [*text, *(column for column in (label, index) if column is not None)]
-        if any(column not in names for column in wanted):
-            raise ValueError(f'{path}, line {number}: expected a header naming '
-                             f'{", ".join(wanted)}, found {names}')
+        check_header_names(names, wanted, f'{path}, line {number}')
     text_at = [names.index(column) for column in text]
     label_at = None if label is None else names.index(label)
     index_at = None if index is None else names.index(index)
     fields, labels, ids = tuple([] for _ in text), [], []
+    texts = TextCheck(official)
     for number, row in rows:
         where = f'{path}, line {number}'
         if len(row) != len(names):
             raise ValueError(f'{where}: expected {len(names)} fields ({", ".join(names)}), '
                              f'found {len(row)}')
         values = [row[i] for i in text_at]
-        check_text(values, text, where)
+        texts(values, text, where)
         for field, value in zip(fields, values):
             field.append(value)
         if label_at is not None:
             labels.append(parsed(parse_label, row[label_at], where))
         if index_at is not None:
             ids.append(row[index_at])
+    if not fields[0]:
+        raise ValueError(f'{path} holds {"a header but " if header else ""}no rows')
+    texts.warn()
     return Split(fields, None if label is None else labels, None if index is None else ids)
+
+
+def check_header_names(names, wanted, where):
+    """A header must name each wanted column, and once: names.index would silently take
+    the first of two."""
+    if any(column not in names for column in wanted):
+        raise ValueError(f'{where}: expected a header naming {", ".join(wanted)}, found {names}')
+    for column in dict.fromkeys(wanted):
+        places = [i + 1 for i, name in enumerate(names) if name == column]
+        if len(places) > 1:
+            raise ValueError(f'{where}: the header names {column!r} {len(places)} times '
+                             f'(columns {", ".join(map(str, places))}); rename all but one')
 
 
 def read_snli(path):
     """Split of one SNLI .jsonl file, leaving out the pairs without a gold label."""
     parse_label = class_id(LABELS['snli'])
     fields, labels, skipped = ([], []), [], 0
+    texts = TextCheck(official=True)
     for number, line in enumerate(read_lines(path), 1):
         where = f'{path}, line {number}'
         try:
@@ -471,12 +540,15 @@ def read_snli(path):
             skipped += 1
             continue
         values = [pair.get('sentence1'), pair.get('sentence2')]
-        check_text(values, ('sentence1', 'sentence2'), where)
+        texts(values, ('sentence1', 'sentence2'), where)
         for field, value in zip(fields, values):
             field.append(value)
         labels.append(parsed(parse_label, pair['gold_label'], where))
+    if not labels:
+        raise ValueError(f'{path} holds no pairs with a gold_label')
     if skipped:
         print(f"{path}: skipped {skipped} pairs whose gold_label is '-' (no majority)")
+    texts.warn()
     return Split(fields, labels, None)
 
 
@@ -484,6 +556,7 @@ def read_race(levels):
     """Split of the RACE files in [(level, folder), ...], one example per question."""
     parse_label = class_id(LABELS['race'])
     fields, labels, group = tuple([] for _ in RACE_FIELDS), [], []
+    texts = TextCheck(official=True)
     for level, folder in levels:
         for name in sorted(os.listdir(folder)):
             if not name.endswith('.txt'):  # e.g. a .DS_Store left by unpacking on a Mac
@@ -491,11 +564,15 @@ def read_race(levels):
             path = os.path.join(folder, name)
             for number, (values, answer) in enumerate(race_questions(path), 1):
                 where = f'{path}, question {number}'
-                check_text(values, RACE_FIELDS, where)
+                texts(values, RACE_FIELDS, where)
                 for field, value in zip(fields, values):
                     field.append(value)
                 labels.append(parsed(parse_label, answer, where))
                 group.append(level)
+    if not labels:
+        raise ValueError(f'{" and ".join(folder for _, folder in levels)} hold no RACE '
+                         f'questions (.txt files). {RACE_SOURCE}.')
+    texts.warn()
     return Split(fields, labels, None, group)
 
 
@@ -522,10 +599,54 @@ def race_questions(path):
         yield [passage['article'], question, *choices], answer
 
 
-def check_text(values, names, where):
-    for value, name in zip(values, names):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f'{where}: expected text in {name!r}, found {value!r}')
+# Control characters in texts. NUL is never text (a binary file, or text saved as
+# UTF-16): an error in every file. The others that ftfy.fix_text deletes (U+0001-U+0008,
+# U+000B, U+000E-U+001F, U+007F) can join the words on either side ('two\x0blines' reads
+# 'twolines'): an error in a user's file, which can be mended, and a warning in an
+# official one, read as the paper's runs read it (GLUE's CoLA train.tsv holds three
+# U+0008, its STS-B train.tsv one U+0012). Tab, line feed, carriage return and form feed
+# pass, as whitespace to the text pipeline; so do C1 controls (U+0080-U+009F), which ftfy
+# reads as the Windows-1252 characters they were meant to be.
+NUL = '\0'
+CONTROL = re.compile(r'[\x00-\x08\x0b\x0e-\x1f\x7f]')
+
+
+def nul_found(where, what, at):
+    return (f'{where}: {what} holds a NUL character (U+0000) at character {at + 1}: '
+            'expected text (a binary file, or text saved as UTF-16? save it as UTF-8)')
+
+
+class TextCheck:
+    """The checks of one file's (or split's) text values: each must be text, not blank,
+    and free of the control characters above; official: one that ftfy deletes is
+    counted for one warning (warn), once the whole file is read."""
+
+    def __init__(self, official):
+        self.official, self.first, self.count = official, None, 0
+
+    def __call__(self, values, names, where):
+        for value, name in zip(values, names):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f'{where}: expected text in {name!r}, found {value!r}')
+            control = CONTROL.search(value)
+            if control:
+                self.control(control, repr(name), where)
+
+    def control(self, found, name, where):
+        if found.group() == NUL:
+            raise ValueError(nul_found(where, name, found.start()))
+        said = (f'{where}: {name} holds the control character U+{ord(found.group()):04X} '
+                f'at character {found.start() + 1}')
+        if not self.official:
+            raise ValueError(f'{said}, which the text pipeline (ftfy) deletes, joining what '
+                             'is on either side: remove it, or put a space in its place')
+        self.count += 1
+        self.first = self.first or said
+
+    def warn(self):
+        if self.count:
+            print(f'warning: {self.first}, which ftfy deletes, as in the paper\'s runs '
+                  f'({self.count} such text(s) in all)', file=sys.stderr)
 
 
 def parsed(parse_label, value, where):

@@ -120,6 +120,39 @@ def test_empty_field_duplicate_story_and_non_utf8_byte_are_named(data_dir):
         rocstories(data_dir, n_valid=1)
 
 
+def test_nul_is_an_error_and_other_controls_a_warning(data_dir, capsys):
+    """The Story Cloze CSVs are official files: a NUL is refused, naming its line; a control
+    character that ftfy deletes is read, with one warning naming the first."""
+    nul = row(1)
+    nul[2] = 'T\x00wo.'
+    write(data_dir / VAL, [row(0), nul])
+    with pytest.raises(ValueError, match=r"ALL_val\.csv, line 3: 'InputSentence2' holds a NUL "
+                                         r'character \(U\+0000\) at character 2'):
+        rocstories(data_dir, n_valid=1)
+    bell = row(1)
+    bell[5] = 'E1\x07 a.'
+    write(data_dir / VAL, [row(0), bell, row(2)])
+    train, valid, _ = rocstories(data_dir, n_valid=1)
+    assert sorted(train[1] + valid[1]) == ['E0 a.', 'E1\x07 a.', 'E2 a.']
+    assert capsys.readouterr().err.splitlines() == [(f"warning: {data_dir / VAL}, line 3: 'RandomFifthSentenceQuiz1' holds the "
+                      "control character U+0007 at character 3, which ftfy deletes, as in the "
+                      "paper's runs (1 such text(s) in all)")]
+
+
+def test_the_test_csv_is_needed_only_where_not_optional(data_dir):
+    os.remove(data_dir / TEST)
+    splits = rocstories_splits(str(data_dir), 3, optional=('test',))
+    assert list(splits) == ['train', 'dev'] and len(splits['train'].labels) == 7
+    with pytest.raises(FileNotFoundError, match=f"'{TEST}' not found"):
+        rocstories_splits(str(data_dir), 3)
+
+
+def test_splits_hold_the_test_csv_and_its_labels(data_dir):
+    test = rocstories_splits(str(data_dir), 3, optional=('test',))['test']
+    assert test.fields[0][0] == 'S100 one. Two. Three. Four.' and test.labels.tolist() == [1] * 4
+    assert test.labels.dtype == np.int32
+
+
 @pytest.mark.parametrize('n_valid', [0, 10, 11])
 def test_n_valid_must_leave_training_stories(data_dir, n_valid):
     with pytest.raises(ValueError, match=f'--n_valid {n_valid}: .* holds 10 stories, so between '

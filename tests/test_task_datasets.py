@@ -516,6 +516,124 @@ def test_user_csv_missing_column_names_file_and_header(tmp_path):
                               "found ['id', 'text']")
 
 
+def test_user_csv_empty_label_is_refused_not_made_a_class(tmp_path):
+    path = write(tmp_path / 'mine.csv', 'text,label\na,pos\nb,\nc,neg\n')
+    with pytest.raises(ValueError) as err:
+        user_csv(path, ['text'], 'label')
+    assert str(err.value) == f"{path}, line 3: expected a label in 'label', found ''"
+    path = write(tmp_path / 'mine.tsv', 'text\tlabel\na\t \n')
+    with pytest.raises(ValueError, match=r"line 2: expected a label in 'label', found ' '$"):
+        user_csv(path, ['text'], 'label')
+
+
+def test_a_header_naming_a_read_column_twice_is_refused(tmp_path):
+    path = write(tmp_path / 'mine.csv', 'text,label,text\na,pos,b\n')
+    with pytest.raises(ValueError) as err:
+        user_csv(path, ['text'], 'label')
+    assert str(err.value) == (f"{path}, line 1: the header names 'text' 2 times (columns 1, "
+                              "3); rename all but one")
+    assert user_csv(path, ['label']).fields == (['pos'],)  # a column not read is no matter
+    path = write(tmp_path / 'RTE' / 'dev.tsv', tsv(['index', 'sentence1', 'label', 'sentence2',
+                                                    'label'], ['0', 'A.', '1', 'B.', '1']))
+    with pytest.raises(ValueError, match=rf"^{path}, line 1: the header names 'label' 2 times "
+                                         r'\(columns 3, 5\)'):
+        rte(tmp_path, ['dev'])
+
+
+def test_a_header_without_rows_is_refused(tmp_path):
+    path = write(tmp_path / 'mine.csv', 'text,label\n\n')
+    with pytest.raises(ValueError, match=rf'^{path} holds a header but no rows$'):
+        user_csv(path, ['text'], 'label')
+    path = write(tmp_path / 'SST-2' / 'dev.tsv', tsv(['sentence', 'label']))
+    with pytest.raises(ValueError, match=rf'^{path} holds a header but no rows$'):
+        sst2(tmp_path, ['dev'])
+    path = write(tmp_path / 'CoLA' / 'dev.tsv', '')
+    with pytest.raises(ValueError, match=rf'^{path} holds no rows$'):
+        cola(tmp_path, ['dev'])
+
+
+# Control characters (datasets.CONTROL): a NUL is an error in every file; the others that
+# ftfy deletes are an error in a user's file and a warning in an official one; tab, line
+# breaks, form feed and C1 controls pass.
+
+@pytest.mark.parametrize('text', ['tab\there', 'two\nlines', 'carriage\rreturn',
+                                  'form\x0cfeed', 'C1 \x85 ellipsis', 'plain'])
+def test_user_csv_keeps_the_whitespace_its_format_allows(tmp_path, text):
+    path = tmp_path / 'mine.csv'
+    with open(path, 'w', encoding='utf-8', newline='') as f:  # no newline translation
+        f.write(f'text,label\r\n"{text}",x\r\n')
+    assert user_csv(path, ['text'], 'label').fields == ([text],)
+
+
+@pytest.mark.parametrize('char', ['\x01', '\x08', '\x0b', '\x1b', '\x1f', '\x7f'])
+def test_user_file_control_character_names_line_column_and_character(tmp_path, char):
+    path = write(tmp_path / 'mine.tsv', f'id\ttext\tlabel\n1\tfine\tx\n2\tbad{char}one\ty\n')
+    with pytest.raises(ValueError) as err:
+        user_csv(path, ['text'], 'label')
+    assert str(err.value) == (f"{path}, line 3: 'text' holds the control character "
+                              f"U+{ord(char):04X} at character 4, which the text pipeline "
+                              "(ftfy) deletes, joining what is on either side: remove it, or "
+                              "put a space in its place")
+
+
+def test_nul_is_refused_in_every_file_with_its_line(tmp_path):
+    nul = 'expected text \\(a binary file, or text saved as UTF-16\\? save it as UTF-8\\)$'
+    path = write(tmp_path / 'mine.csv', 'text,label\na,x\nb\x00c,y\n')
+    with pytest.raises(ValueError, match=rf'^{path}, line 3: the line holds a NUL character '
+                                         rf'\(U\+0000\) at character 2: {nul}'):
+        user_csv(path, ['text'], 'label')
+    path = tmp_path / 'utf16.csv'
+    path.write_bytes('text,label\na,x\n'.encode('utf-16-le'))
+    with pytest.raises(ValueError, match=rf'^{path}, line 1: the line holds a NUL character '
+                                         r'\(U\+0000\) at character 2'):
+        user_csv(path, ['text'], 'label')
+    # in an official file too, in a column that is not read
+    path = write(tmp_path / 'RTE' / 'dev.tsv', tsv(['index', 'sentence1', 'sentence2', 'label'],
+                                                   ['0', 'A.', 'B.', 'entailment'],
+                                                   ['1\x00', 'A.', 'B.', 'entailment']))
+    with pytest.raises(ValueError, match=rf'^{path}, line 3: the line holds a NUL'):
+        rte(tmp_path, ['dev'])
+    # JSON may spell it as an escape
+    path = write(tmp_path / 'snli_1.0' / 'snli_1.0_dev.jsonl',
+                 snli_line(1, 'neutral').replace('Premise 1.', 'Pre\\u0000mise') + '\n')
+    with pytest.raises(ValueError, match=rf"^{path}, line 1: 'sentence1' holds a NUL character "
+                                         r'\(U\+0000\) at character 4'):
+        snli(tmp_path, ['dev'])
+
+
+def test_official_files_warn_once_of_control_characters_ftfy_deletes(tmp_path, capsys):
+    """As CoLA's train.tsv ships three U+0008: read, as the paper's runs read it, with one
+    warning per file naming the first."""
+    path = write(tmp_path / 'CoLA' / 'train.tsv', tsv(['gj04', '1', '', 'Fine.'],
+                                                      ['gj04', '1', '', 'put \x08a pin.'],
+                                                      ['gj04', '0', '*', '\x08Bad.']))
+    assert cola(tmp_path, ['train'])['train'].fields == (['Fine.', 'put \x08a pin.', '\x08Bad.'],)
+    assert capsys.readouterr().err == (
+        f"warning: {path}, line 2: 'sentence' holds the control character U+0008 at "
+        "character 5, which ftfy deletes, as in the paper's runs (2 such text(s) in all)\n")
+    write(tmp_path / 'RACE' / 'dev' / 'middle' / '1.txt',
+          race_file(['A'], article='An \x0barticle.'))  # JSON writes it \\u000b
+    os.makedirs(tmp_path / 'RACE' / 'dev' / 'high')
+    race(tmp_path, ['dev'])
+    assert "1.txt, question 1: 'article' holds the control character U+000B at character 4" \
+        in capsys.readouterr().err
+
+
+def test_test_files_are_optional_where_asked(tmp_path):
+    """A test split whose files are missing is left out where it is optional, and is an
+    error naming them where it is not."""
+    header = ['sentence', 'label']
+    for split in ('train', 'dev'):
+        write(tmp_path / 'SST-2' / f'{split}.tsv', tsv(header, ['fine .', '1']))
+    assert list(sst2(tmp_path, optional=('test',))) == ['train', 'dev']
+    with pytest.raises(FileNotFoundError, match='SST-2/test.tsv not found'):
+        sst2(tmp_path)
+    write(tmp_path / 'SST-2' / 'test.tsv', tsv(['index', 'sentence'], ['0', 'good .']))
+    assert list(sst2(tmp_path, optional=('test',))) == ['train', 'dev', 'test']
+    with pytest.raises(FileNotFoundError, match='RACE/dev/middle not found'):
+        race(tmp_path, ['dev'], optional=('test',))  # only the splits named
+
+
 # Errors: each names the file and the 1-based line.
 
 MALFORMED_GLUE = [
