@@ -151,6 +151,42 @@ def test_classifier_reads_first_classify_token():
     torch.testing.assert_close(logits, expected)
 
 
+@pytest.mark.parametrize('n_class', [1, 3])
+def test_similarity_head_adds_both_orderings_then_its_linear_layer(n_class):
+    """The paper's similarity head, worked by hand in float64: the transformer run on each
+    ordering alone, each one's state at its first classify token, the two added, then the
+    head's weights; on the plain path and the padding-free one. A head that read one
+    ordering twice, or another token, differs."""
+    cfg = Config(SMALL, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
+    torch.manual_seed(5)
+    head = 'similarity' if n_class == 1 else ('similarity', n_class)
+    model = DoubleHeadModel(cfg, 40, head, vocab=60, n_ctx=16).eval()
+    randomize(model)
+    x, _, _ = story_batch(44, 16, 40, batch=3, n_choices=2, seq=9)
+    x[..., 0] = torch.where(x[..., 0] == 40, 7, x[..., 0])
+    # a b c D e f C | e f D a b c C, and a second classify token after the first
+    first = [[6, 6], [3, 5], [8, 2]]
+    for b, places in enumerate(first):
+        for k, at in enumerate(places):
+            x[b, k, at, 0] = 40
+    x[2, 1, 5, 0] = 40
+    mask = torch.ones(3, 2, 9)
+    with torch.no_grad():
+        states = [model.transformer(x[:, k]).double() for k in range(2)]  # (3, 9, n_embd)
+        pooled = torch.stack([states[0][b, first[b][0]] + states[1][b, first[b][1]]
+                              for b in range(3)])
+        w, bias = model.task_head.linear.weight.double(), model.task_head.linear.bias.double()
+        expected = pooled @ w.T + bias
+        expected = expected.squeeze(-1) if n_class == 1 else expected
+        for kw in ({}, dict(mask=mask)):
+            logits = model(x, **kw)[1]
+            assert logits.shape == expected.shape
+            assert_rel_close(logits.double(), expected)
+        # the test's own power: one ordering twice is far from the sum of both
+        twice = (2 * torch.stack([states[0][b, first[b][0]] for b in range(3)])) @ w.T + bias
+        assert (twice.squeeze(-1) - expected).abs().max() > 100 * 1e-5 * expected.abs().max()
+
+
 def test_task_heads_shapes_and_errors():
     x, _, _ = story_batch(44, 16, 40, batch=3, n_choices=2, seq=6)
     for head, shape in [('multiple_choice', (3, 2)), ('similarity', (3,)),
