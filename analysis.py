@@ -34,16 +34,46 @@ def read_predictions(pred_path, labels=('0', '1')):
     return np.array(preds)
 
 
-def read_evaluations(log_path, metric='acc'):
-    """The evaluation lines of a run's JSON-lines log (those with va_<metric>); its first
-    line holds the run's arguments, not results."""
+def read_evaluations(log_path, fields=('tr_acc', 'va_acc')):
+    """The evaluation lines of a run's JSON-lines log: those after the first (the run's
+    arguments) with n_updates or a tr_ or va_ field, each holding a number in n_updates,
+    tr_cost, va_cost and every one of fields; a test line (te_ fields) is not one."""
+    needed = ['n_updates', 'tr_cost', 'va_cost', *fields]
+    evaluations = []
     with open(log_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    evaluations = [r for r in records[1:] if f'va_{metric}' in r]
+        for number, line in enumerate(f, 1):
+            if number == 1 or not line.strip():
+                continue
+            record = log_record(line, f'{log_path}, line {number}')
+            if 'n_updates' in record or any(k.startswith(('tr_', 'va_')) for k in record):
+                check_fields(record, needed, f'{log_path}, line {number}')
+                evaluations.append(record)
     if not evaluations:
-        raise ValueError(f'{log_path} has no evaluation lines (n_updates, va_{metric}, ...): the '
-                         'run stopped before its first evaluation, or this is not a training log')
+        raise ValueError(f'{log_path} has no evaluation lines (n_updates, {", ".join(needed[1:])}, '
+                         '...): the run stopped before its first evaluation, or this is not a '
+                         'training log')
     return evaluations
+
+
+def log_record(line, where):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{where}: expected a JSON object, {err.msg}') from None
+    if not isinstance(record, dict):
+        raise ValueError(f'{where}: expected a JSON object, found {type(record).__name__}')
+    return record
+
+
+def check_fields(record, needed, where):
+    """Each needed field present and a number (nan allowed: an undefined correlation)."""
+    for field in needed:
+        if field not in record:
+            raise ValueError(f'{where}: an evaluation line lacks the field {field!r} (expected '
+                             f'{", ".join(needed)})')
+        value = record[field]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'{where}: expected a number in {field!r}, found {value!r}')
 
 
 def rocstories(data_dir, pred_path, log_path):
@@ -63,20 +93,27 @@ def rocstories(data_dir, pred_path, log_path):
     return best['va_acc'], test_accuracy
 
 
-def report(name, metrics, log_path, test_scores=None, png_path=None):
+def report(name, metrics, log_path, test_scores=None, png_path=None, groups=None):
     """Prints '<name> Valid <Metric>: xx.xx' for each (key, Metric) of metrics at the best
     evaluation of the log (by the first metric), then '<name> Test <Metric>:  xx.xx' for
-    each test score given, and draws the learning curves; returns the best evaluation."""
-    evaluations = read_evaluations(log_path, metrics[0][0])
+    each test score given, and draws the learning curves; returns the best evaluation.
+    groups ({group: name}, as RACE's {'middle': 'RACE-m'}) adds each group's lines, under
+    its name, after the whole set's: its scores are logged as <metric>_<group>."""
+    parts = [(name, '')] + [(title, f'_{group}') for group, title in (groups or {}).items()]
+    fields = [f'tr_{metrics[0][0]}'] + [f'va_{key}{suffix}' for _, suffix in parts
+                                        for key, _ in metrics]
+    evaluations = read_evaluations(log_path, fields)
     # argmax keeps the first of equal scores, as training saves only on improvement; a
     # nan (an undefined correlation) never counts as the best
     firsts = np.array([e[f'va_{metrics[0][0]}'] for e in evaluations], dtype=float)
     best = evaluations[int(np.argmax(np.nan_to_num(firsts, nan=-np.inf)))]
-    for key, label in metrics:
-        print(f'{name} Valid {label}: {best[f"va_{key}"]:.2f}')
-    for key, label in metrics:
-        if key in (test_scores or {}):
-            print(f'{name} Test {label}:  {test_scores[key]:.2f}')
+    for title, suffix in parts:
+        for key, label in metrics:
+            print(f'{title} Valid {label}: {best[f"va_{key}{suffix}"]:.2f}')
+    for title, suffix in parts:
+        for key, label in metrics:
+            if key + suffix in (test_scores or {}):
+                print(f'{title} Test {label}:  {test_scores[key + suffix]:.2f}')
     print(f'Learning curves: {plot_learning_curves(log_path, png_path, metrics[0])}')
     return best
 
@@ -162,7 +199,7 @@ def plot_learning_curves(log_path, png_path=None, metric=('acc', 'Accuracy')):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    evaluations = read_evaluations(log_path, metric[0])
+    evaluations = read_evaluations(log_path, [f'tr_{metric[0]}', f'va_{metric[0]}'])
     png_path = png_path or os.path.splitext(log_path)[0] + '.png'
     updates = [e['n_updates'] for e in evaluations]
     fig = Figure(figsize=(10, 4))

@@ -97,12 +97,13 @@ def multiple_choice(fields, sp, n_ctx):
 
 def every_split(loader):
     """A loader of datasets.py as Task.load: all its splits; n_valid is ROCStories' only."""
-    return lambda data_dir, n_valid: loader(data_dir)
+    return lambda data_dir, n_valid, optional: loader(data_dir, optional=optional)
 
 
 class Task(NamedTuple):
     name: str                # as the paper and GLUE spell it
-    load: Callable           # (data_dir, n_valid) -> {split name: datasets.Split}
+    load: Callable           # (data_dir, n_valid, optional) -> {split name: datasets.Split},
+                             # leaving out the splits in optional whose files are missing
     source: str              # where the data comes from
     transform: Callable      # (fields of one example, Specials, n_ctx) -> its sequences
     head: object             # DoubleHeadModel's task_head_type
@@ -111,6 +112,7 @@ class Task(NamedTuple):
     labels: tuple = None     # class id -> the label a submission file names
     valid: tuple = ('dev',)  # validation splits; the first picks the best parameters
     regression: bool = False  # one score per example, mean squared error
+    groups: dict = None      # group -> the name its scores are printed under (RACE-m)
 
 
 METRICS = {'acc': analysis.accuracy, 'mcc': analysis.matthews_corrcoef, 'f1': analysis.f1,
@@ -147,8 +149,21 @@ TASKS = {
     'scitail': Task('SciTail', every_split(datasets.scitail), datasets.SCITAIL_SOURCE, entailment,
                     ('classification', 2), ('acc',), {'test': 'SciTail.tsv'}, L['scitail']),
     'race': Task('RACE', every_split(datasets.race), datasets.RACE_SOURCE, reading_comprehension,
-                 'multiple_choice', ('acc',), {'test': 'RACE.tsv'}, L['race']),
+                 'multiple_choice', ('acc',), {'test': 'RACE.tsv'}, L['race'],
+                 groups={'middle': 'RACE-m', 'high': 'RACE-h'}),  # the paper's names
 }
+
+
+def load(task, data_dir, n_valid, submit):
+    """The task's splits. A test split's files are needed only with --submit, which
+    predicts it; without, they are read where present, so that n_ctx (the longest
+    sequence of every split, as OpenAI's) and the data digest that --resume checks are
+    those of a run with --submit."""
+    return task.load(data_dir, n_valid, () if submit else tuple(task.submission))
+
+
+class FlagError(ValueError):
+    """Command-line flags that contradict each other (train.py exits 2)."""
 
 
 def csv_task(train_file, valid_file, test_file, text_columns, label_column,
@@ -157,10 +172,9 @@ def csv_task(train_file, valid_file, test_file, text_columns, label_column,
     extension .tsv). One text column: classification; two: a pair, in the entailment
     form; with choice columns: multiple choice, the text columns joined as the context
     and the label naming the right choice by its column name or 0-based place. The
-    classes are the training file's labels, sorted; a test file needs no labels."""
-    if not choice_columns and len(text_columns) not in (1, 2):
-        raise ValueError(f'--text_columns: expected one column or a pair, found '
-                         f'{len(text_columns)} (with --choice_columns, any number)')
+    classes are the training file's labels, sorted, at least two; a test file needs no
+    labels."""
+    check_columns(text_columns, label_column, choice_columns)
     columns = list(text_columns) + list(choice_columns)
     files = {'train': train_file, 'dev': valid_file, 'test': test_file}
     splits = {name: datasets.user_csv(path, columns, None if name == 'test' else label_column)
@@ -171,6 +185,9 @@ def csv_task(train_file, valid_file, test_file, text_columns, label_column,
         splits = {name: split._replace(fields=(joined(split), *split.fields[n:]))
                   for name, split in splits.items()}
     classes = tuple(choice_columns) or tuple(sorted(set(splits['train'].labels)))
+    if len(classes) == 1:
+        raise ValueError(f'{train_file}: every label in {label_column!r} is {classes[0]!r}: '
+                         'a classifier needs examples of at least two classes')
     for name in ('train', 'dev'):
         labels = class_ids(splits[name].labels, classes, files[name], bool(choice_columns))
         splits[name] = splits[name]._replace(labels=labels)
@@ -179,9 +196,26 @@ def csv_task(train_file, valid_file, test_file, text_columns, label_column,
     else:
         transform = classification if len(columns) == 1 else entailment
     head = 'multiple_choice' if choice_columns else ('classification', len(classes))
-    return Task('CSV', lambda data_dir, n_valid: splits,
+    return Task('CSV', lambda data_dir, n_valid, optional: splits,
                 'your own files: --train_file, --valid_file and --test_file', transform, head,
                 ('acc',), {'test': 'predictions.tsv'} if test_file else {}, classes)
+
+
+def check_columns(text_columns, label_column, choice_columns):
+    """--text_columns, --choice_columns and --label_column name distinct columns: a label
+    read as text too would be given to the model as its answer."""
+    if not choice_columns and len(text_columns) not in (1, 2):
+        raise FlagError(f'--text_columns: expected one column or a pair, found '
+                        f'{len(text_columns)} (with --choice_columns, any number)')
+    seen = {}
+    for flag, names in (('--text_columns', text_columns), ('--choice_columns', choice_columns),
+                        ('--label_column', [label_column])):
+        for name in names:
+            if name in seen:
+                again = ' twice' if seen[name] == flag else f', which {seen[name]} names too'
+                raise FlagError(f'{flag} names {name!r}{again}: a column is text, a choice '
+                                'or the label, and once')
+            seen[name] = flag
 
 
 def class_ids(labels, classes, path, by_place=False):
@@ -260,7 +294,7 @@ def write_predictions(task, split_name, split, preds, folder):
 def report(task, log_path, test_scores, png_path):
     """--analysis: the validation lines of the best evaluation, the test lines, curves."""
     analysis.report(task.name, [(m, METRIC_NAMES[m]) for m in task.metrics], log_path,
-                    test_scores.get('test', {}), png_path)
+                    test_scores.get('test', {}), png_path, task.groups)
 
 
 class Inputs:

@@ -535,7 +535,7 @@ def check_inputs(args, dd):
 
 def load_task(args, dd):
     """The task's splits, encoded and with labels as arrays, and the digest of their
-    texts (a checkpoint must agree with it)."""
+    texts (a checkpoint must agree with it). Test files are needed only with --submit."""
     try:
         if args.dataset == 'csv':
             task = tasks.csv_task(args.train_file, args.valid_file, args.test_file,
@@ -544,7 +544,9 @@ def load_task(args, dd):
             task = tasks.TASKS[args.dataset]
             if not os.path.isdir(args.data_dir):
                 raise RunError(f'--data_dir {args.data_dir} is not a folder. {task.source}')
-        splits = task.load(args.data_dir, args.n_valid)
+        splits = tasks.load(task, args.data_dir, args.n_valid, args.submit)
+    except tasks.FlagError as err:
+        Parser().error(str(err))  # exits 2, as a bad flag does in parse_args
     except (OSError, ValueError) as err:
         raise RunError(err) from None
     digest = datasets.texts_digest(splits)

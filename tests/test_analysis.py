@@ -8,7 +8,9 @@ import sys
 import pytest
 
 import analysis
+import tasks
 from conftest import REPO
+from test_errors import one_error
 
 TEST_CSV = 'cloze_test_test__spring2016 - cloze_test_ALL_test.csv'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -114,6 +116,64 @@ def test_cli_scores_a_run_and_reports_errors(run_files, capsys):
     with pytest.raises(SystemExit, match='No such file'):
         analysis.main(['--data_dir', data_dir, '--pred_path', pred_path + '.missing',
                        '--log_path', log_path])
+
+
+@pytest.mark.parametrize('line, said', [
+    (lambda e: {k: v for k, v in e.items() if k != 'va_cost'},
+     "line 3: an evaluation line lacks the field 'va_cost' (expected n_updates, tr_cost, "
+     'va_cost, tr_acc, va_acc)'),
+    (lambda e: {k: v for k, v in e.items() if k != 'n_updates'},
+     "line 3: an evaluation line lacks the field 'n_updates'"),
+    (lambda e: {k: v for k, v in e.items() if k != 'va_acc'},
+     "line 3: an evaluation line lacks the field 'va_acc'"),
+    (lambda e: dict(e, tr_acc='high'), "line 3: expected a number in 'tr_acc', found 'high'"),
+    (lambda e: '{"n_updates": 20, "tr_cost"', 'line 3: expected a JSON object, '),
+    (lambda e: [1, 2], 'line 3: expected a JSON object, found list'),
+])
+def test_a_bad_log_line_is_one_line_naming_the_log_line_and_field(run_files, capsys, line, said):
+    data_dir, pred_path, log_path = run_files
+    bad = line(EVALUATIONS[1])
+    write_log(log_path, EVALUATIONS)
+    lines = open(log_path).read().splitlines()
+    lines[2] = bad if isinstance(bad, str) else json.dumps(bad)  # the second evaluation
+    open(log_path, 'w').write('\n'.join(lines) + '\n')
+    code, line = one_error(analysis.main, ['--data_dir', data_dir, '--pred_path', pred_path,
+                                           '--log_path', log_path], capsys)
+    assert code == 1 and line.startswith(f'analysis.py: error: {log_path}, {said}'), line
+
+
+def test_a_test_line_is_no_evaluation(run_files, capsys):
+    data_dir, pred_path, log_path = run_files
+    with open(log_path, 'a') as f:
+        f.write(json.dumps(dict(te_acc=75.0, time=9.0)) + '\n')
+    assert analysis.rocstories(data_dir, pred_path, log_path) == (80.5, 75.0)
+
+
+RACE_EVALUATIONS = [dict(e, va_acc_middle=e['va_acc'] + 1, va_acc_high=e['va_acc'] - 2)
+                    for e in EVALUATIONS]
+
+
+def test_race_middle_and_high_lines_as_the_paper_names_them(tmp_path, capsys):
+    """tasks.report for RACE: the best evaluation's lines for all of RACE, then RACE-m and
+    RACE-h, then the test lines in the same order."""
+    log_path = str(tmp_path / 'race.jsonl')
+    write_log(log_path, RACE_EVALUATIONS)
+    png_path = str(tmp_path / 'race.png')
+    tasks.report(tasks.TASKS['race'], log_path,
+                 {'test': {'acc': 60.0, 'acc_middle': 70.25, 'acc_high': 55.5}}, png_path)
+    assert capsys.readouterr().out.splitlines() == [
+        'RACE Valid Accuracy: 80.50',
+        'RACE-m Valid Accuracy: 81.50',
+        'RACE-h Valid Accuracy: 78.50',
+        'RACE Test Accuracy:  60.00',
+        'RACE-m Test Accuracy:  70.25',
+        'RACE-h Test Accuracy:  55.50',
+        f'Learning curves: {png_path}',
+    ]
+    write_log(log_path, EVALUATIONS)  # a log without them says which is missing
+    with pytest.raises(ValueError, match=r"race\.jsonl, line 2: an evaluation line lacks the "
+                                         r"field 'va_acc_middle'"):
+        tasks.report(tasks.TASKS['race'], log_path, {}, png_path)
 
 
 def test_import_does_not_load_matplotlib():

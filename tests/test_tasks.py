@@ -12,6 +12,7 @@ import torch
 import tasks
 import train
 from conftest import fails, read_log
+from test_errors import one_error
 from datasets import Split
 from loss import ClassificationLossCompute, MultipleChoiceLossCompute, SimilarityLossCompute
 from model_pytorch import Config, DoubleHeadModel
@@ -182,6 +183,55 @@ def test_submission_files_name_glue_labels_and_ids(tmp_path):
     assert open(path).read() == 'index\tprediction\n0\t1.235\n1\t4.500\n'
 
 
+# What each task's submission must write for an example labelled so in the task's files:
+# (label as the files spell it, prediction as the submission writes it), from GLUE's
+# documentation (CoLA, SST-2, MRPC, QQP and WNLI 0/1; MNLI's matched, mismatched and AX
+# entailment/neutral/contradiction; QNLI and RTE entailment/not_entailment), SNLI's and
+# SciTail's labels, RACE's letters, and OpenAI's ROCStories.tsv (the right ending's
+# 0-based place, where the CSV numbers it 1 or 2). Written by hand: not read from
+# datasets.LABELS, whose strings parse the files.
+SUBMITTED = {
+    'cola': [('0', '0'), ('1', '1')],
+    'sst2': [('0', '0'), ('1', '1')],
+    'mrpc': [('0', '0'), ('1', '1')],
+    'qqp': [('0', '0'), ('1', '1')],
+    'wnli': [('0', '0'), ('1', '1')],
+    'mnli': [('entailment', 'entailment'), ('neutral', 'neutral'),
+             ('contradiction', 'contradiction')],
+    'qnli': [('entailment', 'entailment'), ('not_entailment', 'not_entailment')],
+    'rte': [('entailment', 'entailment'), ('not_entailment', 'not_entailment')],
+    'snli': [('entailment', 'entailment'), ('neutral', 'neutral'),
+             ('contradiction', 'contradiction')],
+    'scitail': [('entails', 'entails'), ('neutral', 'neutral')],
+    'race': [('A', 'A'), ('B', 'B'), ('C', 'C'), ('D', 'D')],
+    'rocstories': [('1', '0'), ('2', '1')],
+    'stsb': [('0.000', '0.000'), ('2.5', '2.500'), ('5', '5.000')],  # a score, 3 decimals
+}
+
+
+def test_every_task_has_its_submission_labels_written_down():
+    assert set(SUBMITTED) == set(tasks.TASKS)
+    assert tasks.TASKS['mnli'].submission == {'test_matched': 'MNLI-m.tsv',
+                                              'test_mismatched': 'MNLI-mm.tsv',
+                                              'diagnostic': 'AX.tsv'}
+
+
+@pytest.mark.parametrize('name', sorted(SUBMITTED))
+def test_submissions_write_each_label_as_documented(name, tmp_path):
+    """Files whose every example has one label, loaded as train.py loads them, predicted
+    right: each submission file of the task writes that label's documented string."""
+    task = tasks.TASKS[name]
+    for i, (in_file, submitted) in enumerate(SUBMITTED[name]):
+        data = write_task(name, str(tmp_path / str(i)), sizes=(4, 4, 4), labels=[in_file])
+        split = tasks.load(task, data, 2, submit=True)['train']
+        for split_name, file in task.submission.items():
+            folder = str(tmp_path / f'sub{i}')
+            tasks.write_predictions(task, split_name, split, np.array(split.labels), folder)
+            written = open(os.path.join(folder, file)).read().splitlines()
+            expected = [f'{k}\t{submitted}' for k in range(len(split.labels))]
+            assert written == ['index\tprediction'] + expected, (file, in_file)
+
+
 def write_csv(path, header, rows, sep=','):
     with open(path, 'w') as f:
         f.writelines(sep.join(row) + '\n' for row in [header] + rows)
@@ -194,12 +244,12 @@ def test_csv_task_forms_and_classes(tmp_path):
     dev_path = write_csv(tmp_path / 'dev.tsv', ['text', 'other', 'label'], [['x.', 'y.', 'neg']],
                          sep='\t')
     task = tasks.csv_task(train_path, dev_path, None, ('text',), 'label')
-    splits = task.load(None, None)
+    splits = task.load(None, None, ())
     assert task.head == ('classification', 2) and task.labels == ('neg', 'pos')
     assert splits['train'].fields == (['a b.', 'd, e.', 'g.'],) and splits['train'].labels == [1, 0, 1]
     assert task.transform is tasks.classification and task.submission == {}
     pair = tasks.csv_task(train_path, dev_path, None, ('text', 'other'), 'label')
-    assert pair.transform is tasks.entailment and len(pair.load(None, None)['dev'].fields) == 2
+    assert pair.transform is tasks.entailment and len(pair.load(None, None, ())['dev'].fields) == 2
     with pytest.raises(ValueError, match='--text_columns: expected one column or a pair, found 3'):
         tasks.csv_task(train_path, dev_path, None, ('text', 'other', 'label'), 'label')
     bad_dev = write_csv(tmp_path / 'bad.csv', ['text', 'other', 'label'], [['x.', 'y.', 'maybe']])
@@ -212,7 +262,7 @@ def test_csv_multiple_choice_labels_by_name_or_place(tmp_path):
     train_path = write_csv(tmp_path / 'train.csv', header, [['a', 'b.', 'c.', 'end2'], ['d', 'e.', 'f.', '0']])
     test_path = write_csv(tmp_path / 'test.csv', header[:3], [['g', 'h.', 'i.']])
     task = tasks.csv_task(train_path, train_path, test_path, ('start',), 'right', ('end1', 'end2'))
-    splits = task.load(None, None)
+    splits = task.load(None, None, ())
     assert task.head == 'multiple_choice' and task.transform is tasks.multiple_choice
     assert splits['train'].labels == [1, 0] and splits['test'].labels is None
     assert splits['test'].fields == (['g'], ['h.'], ['i.'])
@@ -241,17 +291,25 @@ def plain_predictions(task, state, split, n_vocab):
         return tasks.predict(task, model.eval()(torch.from_numpy(x))[1])
 
 
+def tiny_argv(tmp_path, dataset):
+    """Flags of a one-epoch run of a 1-layer, 16-wide model from scratch on --dataset, the
+    character vocabulary and every output under tmp_path."""
+    encoder_path, bpe_path, _ = write_char_vocab(str(tmp_path / 'vocab'))
+    return ['--dataset', dataset, '--encoder_path', encoder_path, '--bpe_path', bpe_path,
+            '--log_dir', str(tmp_path / 'log'), '--save_dir', str(tmp_path / 'save'),
+            '--submission_dir', str(tmp_path / 'sub'), '--cache_dir', str(tmp_path / 'cache'),
+            '--n_transfer', '-1', '--n_embd', '16', '--n_head', '2', '--n_layer', '1',
+            '--n_batch', '4', '--update_batch', '8', '--n_iter', '1']
+
+
 @pytest.mark.parametrize('name', sorted(tasks.TASKS))
 def test_every_dataset_end_to_end(name, tmp_path, capsys):
     task = tasks.TASKS[name]
     data = write_task(name, str(tmp_path / 'data'))
-    encoder_path, bpe_path, n_vocab = write_char_vocab(str(tmp_path / 'vocab'))
-    train.main(['--dataset', name, '--data_dir', data, '--encoder_path', encoder_path,
-                '--bpe_path', bpe_path, '--log_dir', str(tmp_path / 'log'),
-                '--save_dir', str(tmp_path / 'save'), '--submission_dir', str(tmp_path / 'sub'),
-                '--cache_dir', str(tmp_path / 'cache'), '--n_valid', '8', '--n_iter', '1',
-                '--n_transfer', '-1', '--n_embd', '16', '--n_head', '2', '--n_layer', '1',
-                '--n_batch', '4', '--update_batch', '8', '--submit', '--analysis'])
+    argv = tiny_argv(tmp_path, name) + ['--data_dir', data, '--n_valid', '8']
+    encoder_path, bpe_path = argv[3], argv[5]
+    n_vocab = write_char_vocab(str(tmp_path / 'vocab'))[2]
+    train.main(argv + ['--submit', '--analysis'])
     out = capsys.readouterr().out
     log = read_log(tmp_path / 'log' / f'{name}.jsonl')
     (last,) = [line for line in log[1:] if 'va_cost' in line]
@@ -282,18 +340,16 @@ def test_every_dataset_end_to_end(name, tmp_path, capsys):
         label = tasks.METRIC_NAMES[task.metrics[0]]
         assert f'{task.name} Test {label}:  {log[-1]["te_" + task.metrics[0]]:.2f}' in out
     assert f'{task.name} Valid {tasks.METRIC_NAMES[task.metrics[0]]}:' in out
+    for group, title in (task.groups or {}).items():  # RACE-m and RACE-h, as the paper's
+        assert f'{title} Valid Accuracy: {last[f"va_acc_{group}"]:.2f}\n' in out
+        assert f'{title} Test Accuracy:  {log[-1][f"te_acc_{group}"]:.2f}\n' in out
 
 
 def test_own_csv_end_to_end(tmp_path, capsys):
     rows = [[f'{w} {w}.', lab] for w, lab in zip('abcdefghijklmnop', 'xy' * 8)]
     train_path = write_csv(tmp_path / 'train.csv', ['text', 'label'], rows)
     test_path = write_csv(tmp_path / 'test.csv', ['text'], [[r[0]] for r in rows[:5]])
-    encoder_path, bpe_path, _ = write_char_vocab(str(tmp_path / 'vocab'))
-    base = ['--dataset', 'csv', '--encoder_path', encoder_path, '--bpe_path', bpe_path,
-            '--log_dir', str(tmp_path / 'log'), '--save_dir', str(tmp_path / 'save'),
-            '--submission_dir', str(tmp_path / 'sub'), '--cache_dir', str(tmp_path / 'cache'),
-            '--n_transfer', '-1', '--n_embd', '16', '--n_head', '2', '--n_layer', '1',
-            '--n_batch', '4', '--update_batch', '8', '--n_iter', '1', '--n_valid', '4']
+    base = tiny_argv(tmp_path, 'csv') + ['--n_valid', '4']
     code, _, err = fails(base + ['--train_file', train_path], capsys)
     assert code == 2 and '--dataset csv needs --valid_file, --text_columns, --label_column' in err
     train.main(base + ['--train_file', train_path, '--valid_file', train_path, '--test_file',
@@ -302,3 +358,64 @@ def test_own_csv_end_to_end(tmp_path, capsys):
     lines = (tmp_path / 'sub' / 'csv' / 'predictions.tsv').read_text().splitlines()
     assert lines[0] == 'index\tprediction' and len(lines) == 6
     assert {line.split('\t')[1] for line in lines[1:]} <= {'x', 'y'}
+
+
+# Bad files and flags of --dataset csv, through train.main: one line, naming the file and
+# line or the flag; exit 1 for a file, 2 for a flag. Each edit(rows, header) -> (rows, header)
+# of a good training file.
+OWN_CSV_REFUSALS = [
+    ('one class', lambda rows, header: ([[r[0], 'x'] for r in rows], header), [], 1,
+     "train.csv: every label in 'label' is 'x': a classifier needs examples of at least two "
+     'classes'),
+    ('empty label', lambda rows, header: (rows[:1] + [[rows[1][0], '']] + rows[2:], header), [],
+     1, "train.csv, line 3: expected a label in 'label', found ''"),
+    ('header twice', lambda rows, header: ([r + [r[0]] for r in rows], header + ['text']), [], 1,
+     "train.csv, line 1: the header names 'text' 2 times (columns 1, 3); rename all but one"),
+    ('control', lambda rows, header: ([[rows[0][0] + '\x0b', 'x']] + rows[1:], header), [], 1,
+     "train.csv, line 2: 'text' holds the control character U+000B at character 5"),
+    ('nul', lambda rows, header: (rows[:3] + [['a\x00b', 'y']] + rows[4:], header), [], 1,
+     'train.csv, line 5: the line holds a NUL character (U+0000) at character 2'),
+    ('header only', lambda rows, header: ([], header), [], 1,
+     'train.csv holds a header but no rows'),
+    ('label as text', lambda rows, header: (rows, header), ['--text_columns', 'text,label'], 2,
+     "--label_column names 'label', which --text_columns names too: a column is text, a "
+     'choice or the label, and once'),
+    ('choice twice', lambda rows, header: (rows, header), ['--choice_columns', 'e,e'], 2,
+     "--choice_columns names 'e' twice"),
+]
+
+
+@pytest.mark.parametrize('edit, flags, code, message', [r[1:] for r in OWN_CSV_REFUSALS],
+                         ids=[r[0] for r in OWN_CSV_REFUSALS])
+def test_own_csv_refusals_are_one_line(tmp_path, capsys, edit, flags, code, message):
+    rows, header = edit([[f'{w} {w}.', lab] for w, lab in zip('abcdefgh', 'xy' * 4)],
+                        ['text', 'label'])
+    train_path = write_csv(tmp_path / 'train.csv', header, rows)
+    argv = tiny_argv(tmp_path, 'csv') + ['--train_file', train_path, '--valid_file', train_path,
+                                         '--text_columns', 'text', '--label_column', 'label']
+    got, line = one_error(train.main, argv + flags, capsys)
+    assert got == code and message in line, line
+
+
+# Test files: needed only where --submit predicts them (hand-listed per task).
+TEST_FILES = {'sst2': ['SST-2/test.tsv'],
+              'rocstories': ['cloze_test_test__spring2016 - cloze_test_ALL_test.csv'],
+              'mnli': ['MNLI/test_matched.tsv', 'MNLI/test_mismatched.tsv',
+                       'diagnostic/diagnostic.tsv']}
+
+
+@pytest.mark.parametrize('name', sorted(TEST_FILES))
+def test_test_files_are_needed_only_with_submit(name, tmp_path, capsys):
+    data = write_task(name, str(tmp_path / 'data'), sizes=(16, 4, 4))
+    argv = tiny_argv(tmp_path, name) + ['--data_dir', data, '--n_valid', '4']
+    # where present they are read all the same: the same n_ctx and data digest either way
+    with_test = [train.load_task(train.parse_args(argv + submit), train.Distributed('cpu'))
+                 for submit in ([], ['--submit'])]
+    assert with_test[0][2] == with_test[1][2]
+    assert set(with_test[0][1]) == set(with_test[1][1]) >= set(tasks.TASKS[name].submission)
+    for file in TEST_FILES[name]:
+        os.remove(os.path.join(data, file))
+    train.main(argv + ['--desc', 'no_submit'])
+    assert read_log(tmp_path / 'log' / 'no_submit.jsonl')[-1]['n_epochs'] == 1
+    code, line = one_error(train.main, argv + ['--desc', 'submit', '--submit'], capsys)
+    assert code == 1 and TEST_FILES[name][0].split('/')[-1] in line
