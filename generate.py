@@ -184,34 +184,20 @@ def warn_unknown(text_encoder, prompt):
               f'({text_encoder.decoder.get(0)!r}), not as typed', file=sys.stderr)
 
 
-def up_to(maximum, why=''):
-    """An argparse type: a whole number from 0 to maximum."""
-    at_least_0 = count(0)
-
-    def parse(text):
-        value = at_least_0(text)
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f'expected a whole number from 0 to {maximum}'
-                                             f'{why}, got {text!r}')
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     p = Parser(prog='generate.py', description=__doc__.split('\n\n')[0],
                epilog=__doc__.split('\n\n', 2)[2],
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('prompt', help='the text to continue')
-    p.add_argument('--length', default=40,
-                   type=up_to(MAX_LENGTH, ' (each token is a pass of the model: see --help)'),
-                   help=f'number of tokens to sample, at most {MAX_LENGTH}')
+    p.add_argument('--length', type=count(0, MAX_LENGTH), default=40,
+                   help=f'number of tokens to sample, at most {MAX_LENGTH} (see below)')
     p.add_argument('--top_k', type=count(0), default=10,
                    help='draw among the k most likely tokens; 0 draws among all')
     p.add_argument('--temperature', type=real(lambda v: v > 0, 'a finite number > 0'),
                    default=1.0,
                    help='below 1 more predictable, above 1 more varied')
     # torch.Generator.manual_seed takes at most 64 bits
-    p.add_argument('--seed', type=up_to(2 ** 64 - 1), default=0,
+    p.add_argument('--seed', type=count(0, 2 ** 64 - 1), default=0,
                    help='the same seed gives the same text')
     p.add_argument('--checkpoint', help='fine-tuned parameters, e.g. '
                    'save/rocstories/best_params.safetensors, sampled from instead of the '

@@ -263,10 +263,10 @@ def test_cli_warns_of_prompt_characters_outside_the_vocabulary(checkpoint, vocab
 
 
 BAD_FLAGS = [
-    (['--length', '100000000'], "--length: expected a whole number from 0 to 1024 (each token "
-                                "is a pass of the model: see --help), got '100000000'"),
-    (['--length', '-1'], "--length: expected a whole number >= 0, got '-1'"),
-    (['--length', '4.5'], "--length: expected a whole number >= 0, got '4.5'"),
+    (['--length', '100000000'], "--length: expected a whole number from 0 to 1024, got "
+                                "'100000000'"),
+    (['--length', '-1'], "--length: expected a whole number from 0 to 1024, got '-1'"),
+    (['--length', '4.5'], "--length: expected a whole number from 0 to 1024, got '4.5'"),
     (['--top_k', '-1'], "--top_k: expected a whole number >= 0, got '-1'"),
     (['--top_k', 'all'], "--top_k: expected a whole number >= 0, got 'all'"),
     (['--temperature', '0'], "--temperature: expected a finite number > 0, got '0'"),
