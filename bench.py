@@ -40,6 +40,7 @@ import torch
 
 import datasets
 import tasks
+import runs
 import train
 from utils import Parser, Ragged, keep_freed_memory
 
@@ -162,7 +163,7 @@ def ours(args, dtype, impl, split, n_ctx):
     torch.manual_seed(0)
     model = train.DoubleHeadModel(train.model_config(targs), SPECIALS.classify, TASK.head,
                                   vocab=N_VOCAB + 3 + n_ctx, n_ctx=n_ctx).to(args.device)
-    trainer = train.Trainer(targs, train.Distributed(args.device), model, TASK, INPUTS,
+    trainer = train.Trainer(targs, runs.Distributed(args.device), model, TASK, INPUTS,
                             n_updates_total=1000)
     return (lambda rows: trainer.update(split, rows, 1).item()), \
         (lambda rows: trainer.logits(split, rows))

@@ -178,7 +178,9 @@ class RunFolder:
         self.curves = os.path.splitext(self.log)[0] + '.png'
         self.save_dir = os.path.join(args.save_dir, args.desc)
         self.best = os.path.join(self.save_dir, 'best_params.safetensors')
-        self.submission_dir = os.path.join(args.submission_dir, args.desc)
+        # pre-training writes no submission
+        submissions = getattr(args, 'submission_dir', None)
+        self.submission_dir = submissions and os.path.join(submissions, args.desc)
         self.checkpoints = Checkpoints(os.path.join(self.save_dir, 'checkpoints'),
                                        args.keep_checkpoints)
         self.locks = [os.path.join(args.log_dir, f'.{args.desc}.lock'),
@@ -207,7 +209,7 @@ class RunFolder:
         its save and submission folders (parameters, checkpoints, predictions, and the
         temporary file of a write that was cut short)."""
         found = [p for p in (self.log, self.curves) if os.path.exists(p)]
-        for folder in (self.save_dir, self.submission_dir):
+        for folder in filter(None, (self.save_dir, self.submission_dir)):
             for root, _, names in sorted(os.walk(folder)):
                 found += [os.path.join(root, n) for n in sorted(names)
                           if os.path.join(root, n) not in self.locks]

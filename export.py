@@ -159,13 +159,21 @@ def export(checkpoint, out, encoder_path=None, bpe_path=None, overwrite=False):
     if head is not None and not multiple_choice:
         print(f"export.py: task head {head!r} not exported, since transformers' OpenAIGPT "
               'models have a multiple-choice head only; the body and the LM head are exported')
+    return write_folder(out, model_files(meta, state, encoder_path, bpe_path), overwrite)
+
+
+def model_files(meta, state, encoder_path=None, bpe_path=None):
+    """The files ({name: bytes}) of a transformers checkpoint of state, whose settings
+    are meta (as train.py --submit and pretrain.py record them), with the vocabulary's
+    copies when encoder_path and bpe_path are given."""
     files = {}
     if encoder_path is not None:
         files.update(_tokenizer_files(encoder_path, bpe_path, meta['n_vocab']))
     from safetensors.torch import save  # imported here, as in model_pytorch
     files[HF_WEIGHTS[0]] = save(transformers_state(state, meta), metadata={'format': 'pt'})
+    multiple_choice = meta.get('task_head_type') == 'multiple_choice'
     files[HF_CONFIG] = json.dumps(transformers_config(meta, multiple_choice), indent=2).encode()
-    return write_folder(out, files, overwrite)
+    return files
 
 
 def main(argv=None):

@@ -10,37 +10,28 @@ Exit codes: 0 finished; 1 an error, said in one line; 2 a bad flag; 75 interrupt
 SIGTERM or Ctrl-C (after a checkpoint once training has begun: add --resume to go on).
 """
 import argparse
-import contextlib
-import dataclasses
-import errno
 import os
-import random
-import re
-import signal
 import sys
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn as nn
 from tqdm import tqdm
 
 import datasets
+import runs
 import tasks
-from checkpoints import (Interrupted, Progress, RunError, RunFolder, RunStop, check_finite,
-                         check_settings, rng_state, set_rng_state, settings)
+from checkpoints import RunError, settings
 from download import (DownloadError, check_vocabulary_and_weights, download_openai_model,
                       vocabulary_differs, vocabulary_paths)
 from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
                            pretrained_settings, save_params, weights_layout)
-from opt import SCHEDULES, OpenAIAdam
+from opt import SCHEDULES
 from text_utils import write_char_vocab
-from utils import (NON_NEGATIVE, PROBABILITY, DefaultsShown, Parser, ResultLogger, columns, count,
-                   file_digest, keep_freed_memory, real, unwritable)
+from utils import (NON_NEGATIVE, PROBABILITY, DefaultsShown, Parser, columns, count, file_digest,
+                   real)
 
 # OpenAI logs at these updates of the first epoch, and at each epoch's end.
 OPENAI_LOG_UPDATES = (1000, 2000, 4000, 8000, 16000, 32000)
-EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: try again (with --resume)
 CSV_FLAGS = ('train_file', 'valid_file', 'test_file', 'text_columns', 'label_column',
              'choice_columns')
 
@@ -59,10 +50,6 @@ def parser():
     p.add_argument('--dataset', type=str, default='rocstories',
                    choices=sorted(tasks.TASKS) + ['csv'],
                    help='a task of the paper, or csv: your own files (below)')
-    p.add_argument('--log_dir', type=str, default='log/',
-                   help='the log {desc}.jsonl and the learning curves {desc}.png')
-    p.add_argument('--save_dir', type=str, default='save/',
-                   help='{desc}/: the best parameters and the checkpoints')
     p.add_argument('--data_dir', type=str, default='data/', help="the task's data files")
     p.add_argument('--submission_dir', type=str, default='submission/',
                    help='{desc}/: the test predictions of --submit')
@@ -140,21 +127,9 @@ def parser():
                    help="OpenAI's model/ folder, or a transformers checkpoint of OpenAIGPT")
     p.add_argument('--download', action='store_true',
                    help="fetch OpenAI's model/ folder into --model_dir first")
-    p.add_argument('--cache_dir', type=str, default='cache/', help='encoded datasets')
-    p.add_argument('--device', type=str, default='cuda' if torch.cuda.is_available() else 'cpu',
-                   help='cpu, cuda or cuda:N')
-    p.add_argument('--amp', type=str, default='none', choices=['none', 'bf16', 'fp16'],
-                   help='mixed precision; weights and optimizer state stay float32')
-    p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--reference', action='store_true',
                    help='turn the exact fast paths off (padding kept, full LM head)')
-    p.add_argument('--save_every', type=count(0), default=0,
-                   help='write a checkpoint every N updates (0: none) and at each epoch end')
-    p.add_argument('--keep_checkpoints', type=count(1), default=2,
-                   help='the newest checkpoints kept; older ones are deleted')
-    p.add_argument('--resume', action='store_true', help="continue this --desc's newest checkpoint")
-    p.add_argument('--overwrite', action='store_true',
-                   help="delete the files of an earlier run of this --desc and start afresh")
+    runs.add_run_flags(p, saves='the best parameters of --submit')
     p.add_argument('--smoke', action='store_true',
                    help='run the whole pipeline on a tiny generated dataset and model')
     own = p.add_argument_group('--dataset csv: your own data, CSV or TSV (by extension) with a '
@@ -185,7 +160,6 @@ def check_args(p, args):
                     f'--n_gpu {args.n_gpu} = {implied}; give one or the other')
         args.update_batch = implied
     args.update_batch = args.update_batch or 32
-    check_split(p, args)
     if args.n_embd % args.n_head:
         p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
     if args.dataset == 'csv':
@@ -198,36 +172,7 @@ def check_args(p, args):
         if given:
             p.error(f'{", ".join(given)}: only --dataset csv reads them, not --dataset '
                     f'{args.dataset}')
-    if args.resume and args.overwrite:
-        p.error('--resume continues the earlier run, --overwrite deletes it: give one')
-    if not re.fullmatch(r'[\w.-]+', args.desc) or args.desc.startswith('.'):
-        p.error(f'--desc {args.desc!r}: use letters, digits, _, - and . (it names files)')
-    device = re.fullmatch(r'cpu|cuda(:\d+)?', args.device)
-    if not device:
-        p.error(f'--device {args.device!r}: expected cpu, cuda or cuda:N')
-    if args.device.startswith('cuda'):
-        if not torch.cuda.is_available():
-            p.error(f'--device {args.device}: no CUDA device is available here; use --device cpu')
-        if device.group(1) and int(device.group(1)[1:]) >= torch.cuda.device_count():
-            p.error(f'--device {args.device}: this machine has {torch.cuda.device_count()} '
-                    'CUDA device(s)')
-    elif args.amp == 'fp16':
-        p.error('--amp fp16 needs a CUDA device; use --amp bf16 on the CPU')
-
-
-def check_split(p, args):
-    """The update's examples split evenly over torchrun's processes (WORLD_SIZE) and into
-    --n_batch passes on each: checked with the flags, so that it is said once, not by
-    every process after its start."""
-    world = int(os.environ.get('WORLD_SIZE', 1))
-    step = world * args.n_batch
-    if args.update_batch % step == 0:
-        return
-    below = args.update_batch // step * step
-    nearest = ' or '.join(str(n) for n in (below, below + step) if n)
-    p.error(f'--update_batch {args.update_batch} must split into {world} process(es) x '
-            f'--n_batch {args.n_batch} x a whole number of steps: use --update_batch '
-            f'{nearest} (a multiple of {step}), or change --n_batch')
+    runs.check_run_flags(p, args)
 
 
 def model_config(args):
@@ -236,140 +181,14 @@ def model_config(args):
                   resid_pdrop=args.resid_pdrop, clf_pdrop=args.clf_pdrop)
 
 
-class Distributed:
-    """Rank and world size under torchrun, or a single process."""
-
-    def __init__(self, device):
-        self.world = int(os.environ.get('WORLD_SIZE', 1))
-        self.rank = int(os.environ.get('RANK', 0))
-        self.device = device
-        if self.world > 1:
-            cuda = device.startswith('cuda')
-            if cuda:
-                self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-                torch.cuda.set_device(self.device)
-            dist.init_process_group('nccl' if cuda else 'gloo')
-
-    @property
-    def main(self):
-        return self.rank == 0
-
-    def close(self, together):
-        """The process group's end; `together` when every process ends here at the same
-        point (the run done, or stopped at an agreed update), which a barrier then waits
-        for. Why: a gloo worker thread lets go of a finished collective's tensors after the
-        collective has returned, and that needs the GIL; in a process already shutting
-        Python down it aborts the process ("terminate called without an active
-        exception"). A rank that ends right after the last checkpoint's gather, while the
-        first one still writes the file, did so in about 1 in 10 runs. At the barrier,
-        which holds no tensors, the GIL is free until the slowest process arrives."""
-        if self.world > 1 and dist.is_initialized():
-            if together:
-                try:
-                    dist.barrier()
-                except RuntimeError:  # another process failed after its work; it says why
-                    pass
-            dist.destroy_process_group()
-
-    def gather(self, obj):
-        if self.world == 1:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, tensor):
-        if self.world > 1:
-            dist.broadcast(tensor, src=0)
-
-    def reduce(self, n, op):
-        """The whole number n of every process combined by op ('MAX', 'MIN'), on each."""
-        if self.world == 1:
-            return n
-        t = torch.tensor([n], device=self.device)
-        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
-        return int(t.item())
-
-    def any(self, flag):
-        """True on every rank when flag is True on any: ranks stop at the same update."""
-        return bool(self.reduce(int(flag), 'MAX'))
-
-    def earliest(self, n):
-        """The smallest n of the processes' that is not -1 (none), or -1; on every process."""
-        none = 2 ** 62
-        smallest = self.reduce(n if n >= 0 else none, 'MIN')
-        return -1 if smallest == none else smallest
-
-    def on_first(self, fn):
-        """fn() on the first process alone; when it fails, every process stops."""
-        error = None
-        if self.main:
-            try:
-                fn()
-            except RunError as err:
-                error = err
-        if self.any(error is not None):
-            raise RunError(str(error or 'the first process could not start the run'),
-                           together=True)
-
-
-class StopRequest:
-    """SIGTERM and Ctrl-C while it is entered: before training they stop the run at once;
-    during training they are noted, and the loop stops at its next chance with a
-    checkpoint. The previous handlers come back on exit."""
-
-    def __enter__(self):
-        self.requested = self.training = False
-        self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def __call__(self, signum, frame):
-        if not self.training:
-            raise Interrupted('interrupted before training began: nothing to resume; run the '
-                              'same command again')
-        self.requested = True
-
-
-class Trainer:
-    """The model on this process (`module`), what runs it (`model`: DDP-wrapped under
-    torchrun, compiled with --compile), OpenAIAdam over n_updates_total updates, and the
-    task's inputs and loss, all from args."""
+class Trainer(runs.Updater):
+    """The updater of a task: its inputs and loss, all from args (runs.Updater)."""
 
     def __init__(self, args, dd, model, task, inputs, n_updates_total):
-        self.args, self.dd, self.task, self.inputs = args, dd, task, inputs
-        self.device = torch.device(dd.device)
+        super().__init__(args, dd, model, n_updates_total)
+        self.task, self.inputs = task, inputs
         self.fast = not args.reference
-        self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.amp == 'fp16')
-        self.per_device = args.update_batch // dd.world  # check_split saw that it divides
-        self.accum = self.per_device // args.n_batch
-        self.module = model
-        self.model = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-        if args.compile:
-            self.model = torch.compile(self.model, dynamic=True)
-        self.opt = OpenAIAdam(model.parameters(), lr=args.lr, schedule=args.lr_schedule,
-                              warmup=args.lr_warmup, t_total=n_updates_total, b1=args.b1,
-                              b2=args.b2, e=args.e, l2=args.l2, vector_l2=args.vector_l2,
-                              max_grad_norm=args.max_grad_norm)
         self.loss = tasks.loss_compute(task, args.lm_coef)
-        self.first_bad = torch.full((), -1, device=self.device)  # the first non-finite update
-
-    def autocast(self):
-        """Mixed precision for the forward passes of one update or evaluation: within one
-        region autocast casts each weight once, however many passes it makes."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def full_precision(self):
-        """The loss and backward in float32, as outside autocast, inside its region."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, enabled=False)
 
     def batch(self, split, rows):
         """Device tensors of the examples rows: inputs, mask, labels (None for a split
@@ -385,20 +204,8 @@ class Trainer:
     def update(self, split, rows, n_update):
         """One optimizer update from this process's share `rows` of the update's examples,
         in args.n_batch-example passes; n_update numbers it for the non-finite check."""
-        total, n = torch.zeros((), device=self.device), self.args.n_batch
-        with self.autocast():
-            for k in range(self.accum):
-                last = k == self.accum - 1
-                # DDP averages gradients across processes on the last pass only
-                alone = self.dd.world > 1 and not last
-                with self.model.no_sync() if alone else contextlib.nullcontext():
-                    total += self.step(*self.batch(split, rows[k * n:(k + 1) * n]))
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.opt.zero_grad(set_to_none=True)
-        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(total), n_update,
-                                     self.first_bad)
-        return total
+        n = self.args.n_batch
+        return self.accumulate(lambda k: self.batch(split, rows[k * n:(k + 1) * n]), n_update)
 
     def step(self, x, m, y, n_real):
         """Forward, loss and backward of one pass; returns its share of the update's loss
@@ -442,16 +249,6 @@ class Trainer:
         cost = self.loss.clf_criterion(logits, torch.from_numpy(labels)).mean().item()
         group = None if split.group is None else np.asarray(split.group)[rows]
         return cost, tasks.score(self.task, tasks.predict(self.task, logits), labels, group)
-
-    def check_finite_loss(self, newest_checkpoint):
-        """A host sync: done at log and save points and every 10 updates only. Every
-        process stops, where any one's share of the loss was non-finite."""
-        bad = self.dd.earliest(int(self.first_bad.item()))
-        if bad >= 0:
-            raise RunError(f'non-finite loss at update {bad}: training stopped. The last good '
-                           f'checkpoint is {newest_checkpoint or "none written yet"}; lower '
-                           '--lr, check the data, or use --amp none', together=True)
-
 
 def check_model_files(args):
     """Names, at once, everything this run needs that is missing: the task's data, the
@@ -576,42 +373,18 @@ def build_model(args, task, data, n_vocab):
     return model, inputs, meta
 
 
-class Run:
-    """One training run: its flags, processes, trainer, data and folder, where it is
-    (progress) and its log; what it writes, it writes here."""
+class Run(runs.Run):
+    """A fine-tuning run (runs.Run): OpenAI's log of the task's metrics, the best
+    parameters with --submit, and the submission."""
 
     def __init__(self, args, dd, trainer, data, folder, meta, current):
-        self.args, self.dd, self.trainer, self.data = args, dd, trainer, data
-        self.folder, self.meta, self.current = folder, meta, current
-        self.progress, self.logger = Progress(), None
+        super().__init__(args, dd, trainer, folder, current, meta)
+        self.data = data
 
     def start(self):
-        """Afresh, or from the newest checkpoint with --resume; then the log."""
-        if self.args.resume:
-            path, state = self.folder.checkpoints.newest()
-            if state is None:
-                raise RunError(f'--resume: no readable checkpoint in '
-                               f'{self.folder.checkpoints.dir}; '
-                               f'{self.folder.start_afresh(resume=True)}')
-            check_settings(state['settings'], self.current, path)
-            self.trainer.module.load_state_dict(state['model'])
-            self.trainer.opt.load_state_dict(state['optimizer'])
-            self.trainer.scaler.load_state_dict(state['scaler'])
-            set_rng_state(state['rng'][self.dd.rank])
-            self.progress = Progress(**state['progress'])
-            if self.dd.main:
-                print(f'resuming from {path} at update {self.progress.n_updates}')
-        self.dd.on_first(self.open_log)
+        super().start()
         if self.dd.main and self.args.submit and not self.args.resume:
             save_params(self.folder.best, self.trainer.module, **self.meta)
-
-    def open_log(self):
-        """The log afresh, or with --resume cut back to where the checkpoint left it."""
-        resume_at = self.progress.log_bytes if self.args.resume else None
-        try:
-            self.logger = ResultLogger(self.folder.log, resume_at=resume_at, **vars(self.args))
-        except ValueError as err:  # the log was removed or cut after the checkpoint
-            raise RunError(f'--resume: {err}; {self.folder.start_afresh(resume=True)}') from None
 
     def log(self):
         """OpenAI's log(): cost and metrics on n_valid training examples and on each
@@ -634,36 +407,6 @@ class Run:
         if self.args.submit and score > progress.best_score:
             progress.best_score = score
             save_params(self.folder.best, self.trainer.module, **self.meta)
-
-    def checkpoint(self):
-        """Model, optimizer, scaler, every process's random generators and the progress,
-        so that --resume goes on as if never stopped; only finite states are written."""
-        rngs = self.dd.gather(rng_state())
-        check_finite(self.trainer.module, self.progress.n_updates)
-        if self.dd.main:
-            self.progress.log_bytes = os.path.getsize(self.folder.log)
-            state = dict(settings=self.current, model=self.trainer.module.state_dict(),
-                         optimizer=self.trainer.opt.state_dict(),
-                         scaler=self.trainer.scaler.state_dict(), rng=rngs,
-                         progress=dataclasses.asdict(self.progress), meta=self.meta)
-            self.folder.checkpoints.save(state, self.progress.n_updates)
-
-    def check_finite_loss(self):
-        newest = self.folder.checkpoints.paths()[-1:] or ['none written yet']
-        self.trainer.check_finite_loss(newest[0])
-
-    def stop(self, sync, stop_request):
-        """After a checkpoint, when SIGTERM or Ctrl-C came: every process stops at the same
-        update, agreed at sync points (an all_reduce waits for the device)."""
-        if self.dd.world == 1:
-            stopping = stop_request.requested
-        else:
-            stopping = sync and self.dd.any(stop_request.requested)
-        if stopping:
-            self.checkpoint()
-            raise Interrupted(f'stopped at update {self.progress.n_updates}: checkpoint written '
-                              f'to {self.folder.checkpoints.dir}; continue with the same '
-                              'command and --resume', together=True)
 
     def submit(self):
         """OpenAI's --submit: the best parameters predict every test split; a file of
@@ -722,31 +465,12 @@ def fit(run, stop_request):
 
 
 def train(args):
-    dd, folder = Distributed(args.device), RunFolder(args)
-    together = False  # where one process fails alone, the others are not at a barrier
-    with StopRequest() as stop_request:
-        try:
-            progress = run_training(args, dd, folder, stop_request)
-            together = True
-            return progress
-        except RunStop as stop:
-            together = stop.together
-            raise
-        except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise
-            # before training began, the earlier run's files are as they were
-            then = (folder.go_on(args.resume, args.overwrite) if stop_request.training
-                    else 'run the same command again')
-            raise RunError(f'{err.strerror} while writing {err.filename or "a file"}; nothing '
-                           f'was left half-written: free space, then {then}') from None
-        finally:
-            folder.unlock()
-            dd.close(together)
+    return runs.session(args, run_training)
 
 
 def run_training(args, dd, folder, stop_request):
-    dd.on_first(lambda: (check_output_dirs(args, folder), folder.lock(),
+    outputs = [('submission_dir', folder.submission_dir)] if args.submit else []
+    dd.on_first(lambda: (runs.check_output_dirs(args, folder, outputs), folder.lock(),
                          folder.refuse_earlier(args.resume, args.overwrite)))
     run = checked_run(args, dd, folder)
     # Training begins: a signal now stops at a checkpoint. Only now, with all checked that
@@ -762,29 +486,12 @@ def run_training(args, dd, folder, stop_request):
     return run.progress
 
 
-def check_output_dirs(args, folder):
-    """Every folder the run writes in can be written, or made: said before any work,
-    where a write would otherwise fail at its time (--submission_dir's after training)."""
-    dirs = [('log_dir', args.log_dir), ('save_dir', folder.checkpoints.dir),
-            ('cache_dir', args.cache_dir)]
-    if args.submit:
-        dirs.append(('submission_dir', folder.submission_dir))
-    for flag, path in dirs:
-        why = unwritable(path)
-        if why:
-            raise RunError(f'--{flag} {getattr(args, flag)}: {why}; give a folder this run can '
-                           'write in')
-
-
 def checked_run(args, dd, folder):
     """The run, made ready on all the checks that can come before training: the inputs,
     the data, the weights against the flags, and the number of updates."""
-    keep_freed_memory()
     if dd.main:
         print(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    runs.seed_all(args.seed)
     if args.download and dd.main:
         try:
             download_openai_model(args.model_dir)
@@ -839,14 +546,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.smoke:
         args = smoke_args(args)
-    try:
-        return train(args)
-    except Interrupted as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except RunError as err:
-        print(f'train.py: error: {err}', file=sys.stderr)
-    sys.exit(1)
+    return runs.run_main('train.py', lambda: train(args))
 
 
 def smoke_args(args, folder='smoke'):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import runs
 import train
 from conftest import REPO, fails, read_log, terminated_at
 from tiny_trainer import make_trainer, tiny_stories
@@ -65,7 +66,7 @@ def test_sigterm_and_resume_keep_the_cuda_generators(cuda_run, capsys, monkeypat
     update = train.Trainer.update
     monkeypatch.setattr(train.Trainer, 'update', terminated_at(5))
     code, _, _ = fails(argv + ['--desc', 'term'], capsys)
-    assert code == train.EXIT_INTERRUPTED
+    assert code == runs.EXIT_INTERRUPTED
     assert 'cuda' in final_state(tmp, 'term')['rng'][0]
     monkeypatch.setattr(train.Trainer, 'update', update)
     train.main(argv + ['--desc', 'term', '--resume'])

@@ -19,6 +19,7 @@ import torch
 import analysis
 import datasets
 import generate
+import runs
 import train
 from conftest import REPO, TINY, fails, read_log
 from model_pytorch import DoubleHeadModel, save_params
@@ -460,7 +461,7 @@ def test_a_second_run_of_a_desc_is_refused_while_the_first_runs(done, capsys):
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == train.EXIT_INTERRUPTED, err
+    assert proc.returncode == runs.EXIT_INTERRUPTED, err
 
 
 def enospc(fd):
@@ -587,4 +588,4 @@ def test_exit_codes_are_those_the_readme_lists():
         readme = f.read()
     for code, meaning in ((0, 'finished'), (1, 'error'), (2, 'flag'), (75, 'interrupted')):
         assert f'| {code} |' in readme and meaning in readme
-    assert json.dumps(train.EXIT_INTERRUPTED) == '75'
+    assert json.dumps(runs.EXIT_INTERRUPTED) == '75'

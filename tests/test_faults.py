@@ -1,7 +1,9 @@
 """Interruptions, exact resumption, non-finite values, precision and several processes:
 train.py on the CPU with tiny models. Only what needs a real process (SIGKILL, torchrun)
 runs in one."""
+import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 import datasets
+import runs
 import train
 from conftest import REPO, TINY, fails, read_log, terminated_at
 from text_utils import write_char_vocab
@@ -82,7 +85,7 @@ def test_sigterm_checkpoints_exits_75_and_resumes_exactly(setup, capsys, monkeyp
     update = train.Trainer.update
     monkeypatch.setattr(train.Trainer, 'update', terminated_at(5))
     code, _, err = fails(argv + out('term'), capsys)
-    assert code == train.EXIT_INTERRUPTED == 75
+    assert code == runs.EXIT_INTERRUPTED == 75
     assert 'stopped at update 5: checkpoint written' in err and '--resume' in err
     ckpts = list((tmp / 'term' / 'save' / 'run' / 'checkpoints').glob('update_*.pt'))
     assert [p.name for p in ckpts] == ['update_00000005.pt']
@@ -90,6 +93,37 @@ def test_sigterm_checkpoints_exits_75_and_resumes_exactly(setup, capsys, monkeyp
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back
     train.main(argv + out('term') + ['--resume'])
     assert_same_run(tmp, 'straight', 'term')
+
+
+def test_interrupts_while_encoding_end_in_one_line_and_leave_no_process(tmp_path):
+    """Ctrl-C or SIGTERM while train.py encodes its texts in worker processes, 12 times at
+    random moments (SIGINT and SIGTERM, to the run's process alone or to its whole group,
+    as a terminal's Ctrl-C): every run exits 75 within seconds, says so in one line
+    without a traceback, and leaves no worker behind, running, orphaned or a zombie.
+
+    Each run is a real process, for real signals, but not a fresh interpreter: they are
+    forked from one driver (tests/interrupt_encoding.py) that has imported torch and spaCy
+    once, where `python train.py` would spend some 4 s on them, 12 times over. The forked
+    run calls train.main(argv) as the script does, and the exit handlers it would run."""
+    seed = random.randrange(2 ** 32)
+    res = subprocess.run([sys.executable, 'tests/interrupt_encoding.py', str(tmp_path), '12',
+                          str(seed)], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(runs) == 12
+    assert {(r['signal'], r['to']) for r in runs} == {
+        (s, to) for s in ('SIGINT', 'SIGTERM') for to in ('process', 'group')}
+    for run in runs:
+        said = f'seed {seed}: {run}'
+        # each line as a terminal shows it, after the progress bar's redraws; the
+        # character vocabulary's warning aside
+        lines = [shown for line in run['stderr'].split('\n')
+                 if (shown := line.split('\r')[-1].strip())
+                 and not shown.startswith('train.py: warning:')]
+        assert len(run['workers']) == 2 and run['code'] == 75 and run['seconds'] < 5, said
+        assert lines == ['interrupted before training began: nothing to resume; run the '
+                         'same command again'], said
+        assert 'Traceback' not in run['stderr'] and run['left'] == [], said
 
 
 def test_non_finite_loss_stops_with_the_update_named(setup, capsys):

@@ -10,6 +10,7 @@ import sklearn.metrics
 import torch
 
 import tasks
+import runs
 import train
 from conftest import fails, read_log
 from test_errors import one_error
@@ -320,7 +321,7 @@ def test_every_dataset_end_to_end(name, tmp_path, capsys):
                                                 '--encoder_path', encoder_path,
                                                 '--bpe_path', bpe_path, '--n_valid', '8',
                                                 '--cache_dir', str(tmp_path / 'cache')]),
-                              train.Distributed('cpu'))[1]
+                              runs.Distributed('cpu'))[1]
     for prefix, split_name in zip(tasks.valid_prefixes(task), task.valid):
         split = encoded[split_name]
         preds = plain_predictions(task, state, split, n_vocab)
@@ -409,7 +410,7 @@ def test_test_files_are_needed_only_with_submit(name, tmp_path, capsys):
     data = write_task(name, str(tmp_path / 'data'), sizes=(16, 4, 4))
     argv = tiny_argv(tmp_path, name) + ['--data_dir', data, '--n_valid', '4']
     # where present they are read all the same: the same n_ctx and data digest either way
-    with_test = [train.load_task(train.parse_args(argv + submit), train.Distributed('cpu'))
+    with_test = [train.load_task(train.parse_args(argv + submit), runs.Distributed('cpu'))
                  for submit in ([], ['--submit'])]
     assert with_test[0][2] == with_test[1][2]
     assert set(with_test[0][1]) == set(with_test[1][1]) >= set(tasks.TASKS[name].submission)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 import tasks
+import runs
 import train
 from datasets import Split
 from model_pytorch import DoubleHeadModel
@@ -38,7 +39,7 @@ def make_trainer(n_ctx=40, update_batch=8, n_batch=4, reference=False, lm_coef=0
     model = DoubleHeadModel(train.model_config(args), SPECIALS.classify, task.head,
                             vocab=53 + n_ctx, n_ctx=n_ctx)
     inputs = tasks.Inputs(task, SPECIALS, 53, args.n_ctx)
-    trainer = train.Trainer(args, train.Distributed('cpu'), model, task, inputs,
+    trainer = train.Trainer(args, runs.Distributed('cpu'), model, task, inputs,
                             n_updates_total=10)
     if opt == 'sgd':
         trainer.opt = torch.optim.SGD(model.parameters(), lr=0.5)
