@@ -383,9 +383,15 @@ class LMModel(nn.Module):
             pos_emb_mask[vocab - n_ctx:] = True
             self.register_buffer('pos_emb_mask', pos_emb_mask, persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, lm='logits'):
+        """x (..., seq, 2). lm='rows' returns, in place of the logits, LMRows of positions
+        0..seq-2 of each sequence (each predicting the token after it), from which
+        loss.py's fused LM loss computes pre-training's loss."""
         we = self.transformer.dropped_embedding()
-        lm_logits = self.lm_head(self.transformer(x, we), we)
+        h = self.transformer(x, we)
+        if lm == 'rows':
+            return LMRows.of(h[:, :-1].reshape(-1, h.size(-1)), we)
+        lm_logits = self.lm_head(h, we)
         if self.return_probs:
             return F.softmax(lm_logits.masked_fill(self.pos_emb_mask, float('-inf')), dim=-1)
         return lm_logits

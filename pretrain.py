@@ -1,0 +1,717 @@
+"""Pre-trains GPT-1's language model on a folder of plain-text files: the paper's first
+stage (section 4.1), which OpenAI did not release.
+
+    python pretrain.py --corpus books/ --desc books
+
+Its defaults are the paper's recipe: 12 layers, 768 wide, 12 heads; updates of 64
+windows of 512 contiguous tokens; Adam at 2.5e-4, raised linearly over the first 2000
+updates, then annealed to 0 on a cosine; L2 0.01 on every matrix; 100 epochs. The
+result, save/{desc}/model/, is a model folder that train.py --model_dir, generate.py,
+zeroshot.py and transformers' OpenAIGPTLMHeadModel.from_pretrained load.
+
+Exit codes as train.py's: 0 finished; 1 an error, said in one line; 2 a bad flag; 75
+interrupted by SIGTERM or Ctrl-C (after a checkpoint once training has begun: add
+--resume to go on).
+"""
+import codecs
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import runs
+from checkpoints import Progress, RunError, settings
+from download import check_vocabulary_and_weights, vocabulary_paths
+from export import model_files, write_folder
+from loss import linear_cross_entropy
+from model_pytorch import Config, LMModel, load_openai_pretrained_model, pretrained_settings
+from text_utils import TextEncoder
+from utils import NON_NEGATIVE, PROBABILITY, Parser, atomic_write, count, file_digest, real
+
+# The token file's format; a new one makes the cache encode the corpus again.
+CORPUS_FORMAT = 1
+# Paragraphs handed to the encoding processes at a time.
+CHUNK_PARAGRAPHS = 2000
+# Model FLOP/s of a GPU's dense bf16/fp16 matrix products, by a part of its name.
+GPU_PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12,
+                  'A10': 125e12, 'V100': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12}
+
+
+# ---------------------------------------------------------------------------------------
+# The corpus: every file a document, its paragraphs encoded and joined into one stream.
+
+def corpus_files(folder):
+    """The documents of folder: every file below it but hidden ones, sorted by path."""
+    if not os.path.isdir(folder):
+        raise RunError(f'--corpus {folder} is not a folder')
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        found += [os.path.join(root, n) for n in sorted(names) if not n.startswith('.')]
+    if not found:
+        raise RunError(f'--corpus {folder} holds no file: give a folder of plain-text files '
+                       '(each one a document)')
+    return found
+
+
+def split_documents(files, folder, valid_files, valid_share):
+    """(train, valid): the documents named by valid_files (paths relative to folder, or
+    file names), or else a valid_share of them chosen by a digest of their names (the
+    same documents, however the corpus grows), never fewer than one."""
+    rel = [os.path.relpath(f, folder) for f in files]
+    if valid_files:
+        chosen = set()
+        for name in valid_files:
+            hits = [i for i, r in enumerate(rel) if name in (r, os.path.basename(r))]
+            if not hits:
+                raise RunError(f'--valid_files: {name} is not a file of --corpus {folder}')
+            chosen.update(hits)
+    else:
+        if len(files) < 2:
+            raise RunError(f'--corpus {folder} holds one document: a validation document '
+                           'needs another; add files, or name one in --valid_files')
+        rank = sorted(range(len(files)), key=lambda i: hashlib.sha256(rel[i].encode()).digest())
+        chosen = set(rank[:max(1, round(valid_share * len(files)))])
+    if len(chosen) == len(files):
+        raise RunError('--valid_files names every document of --corpus: none is left to '
+                       'train on')
+    return ([f for i, f in enumerate(files) if i not in chosen],
+            [f for i, f in enumerate(files) if i in chosen])
+
+
+def paragraphs(path):
+    """The paragraphs of a text file (checked by text_digest): a blank line ends one, and
+    the single line breaks of hard-wrapped text inside it become spaces."""
+    lines = []
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                lines.append(line)
+            elif lines:
+                yield ' '.join(lines)
+                lines = []
+    if lines:
+        yield ' '.join(lines)
+
+
+def chunks_of(files, size, bar=None):
+    """The paragraphs of files in order, size at a time; bar counts the bytes read."""
+    chunk = []
+    for path in files:
+        chunk += paragraphs(path)
+        while len(chunk) >= size:
+            yield chunk[:size]
+            chunk = chunk[size:]
+        if bar is not None:
+            bar.update(os.path.getsize(path))
+    if chunk:
+        yield chunk
+
+
+def documents_digest(files, folder):
+    """sha256 over the documents' names (relative to folder) and contents, in order;
+    every one is checked to be text on the way (text_digest)."""
+    h = hashlib.sha256()
+    for path in files:
+        h.update(json.dumps([os.path.relpath(path, folder), text_digest(path)]).encode())
+    return h.hexdigest()
+
+
+def text_digest(path):
+    """sha256 of a file's bytes, which must be UTF-8 text: a NUL byte or bytes that are
+    not UTF-8 are a RunError naming the file and the byte's offset, found before any
+    encoding starts."""
+    h, decoder, offset = hashlib.sha256(), codecs.getincrementaldecoder('utf-8')(), 0
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+            if b'\0' in block:
+                raise RunError(f'{path}: a NUL byte at byte {offset + block.index(0)}: a '
+                               'binary file, not text; remove it from --corpus')
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                raise RunError(f'{path}: byte {offset - pending + err.start} is not UTF-8: save '
+                               'the file as UTF-8 text, or remove it from --corpus') from None
+            offset += len(block)
+    try:
+        decoder.decode(b'', final=True)
+    except UnicodeDecodeError:
+        raise RunError(f'{path}: the file ends inside a UTF-8 character (byte {offset}): '
+                       'save it as UTF-8 text') from None
+    return h.hexdigest()
+
+
+class TokenStream:
+    """An encoded corpus as one flat file of token ids (uint16: GPT-1's 40478 fit),
+    mapped from disk, never read whole."""
+
+    def __init__(self, path, n_tokens, dtype):
+        self.path, self.n_tokens = path, n_tokens
+        self.tokens = np.memmap(path, dtype=dtype, mode='r', shape=(n_tokens,))
+
+    def windows(self, starts, n_ctx):
+        """The windows of n_ctx tokens at starts, as an int64 array (len(starts), n_ctx)."""
+        return np.stack([self.tokens[s:s + n_ctx] for s in starts]).astype(np.int64)
+
+
+def encode_stream(files, encoder, separator, f, verbose):
+    """Writes the ids of files' paragraphs to the binary file f, separator (a list of
+    ids) between paragraphs, as the encoding processes return them; returns the count."""
+    n, dtype, first = 0, token_dtype(len(encoder.encoder)), True
+    total = sum(os.path.getsize(p) for p in files)
+    with tqdm(total=total, unit='B', unit_scale=True, ncols=80, leave=False,
+              disable=not verbose, desc='encoding') as bar:
+        with contextlib.closing(encoder.encode_chunks(
+                chunks_of(files, CHUNK_PARAGRAPHS, bar))) as results:
+            for encoded in results:
+                ids = []
+                for para in encoded:
+                    if para:
+                        ids += ([] if first else separator) + para
+                        first = False
+                f.write(np.asarray(ids, dtype=dtype).tobytes())
+                n += len(ids)
+    return n
+
+
+def token_dtype(n_vocab):
+    return np.uint16 if n_vocab <= 1 << 16 else np.uint32
+
+
+def paragraph_separator(encoder):
+    """The vocabulary's newline token, which ends every paragraph of OpenAI's texts; none
+    in a vocabulary without one."""
+    return [encoder.encoder['\n</w>']] if '\n</w>' in encoder.encoder else []
+
+
+def encoded_corpus(name, files, folder, encoder_path, bpe_path, cache_dir, verbose=True):
+    """The TokenStream of files, encoded once and kept in cache_dir under a key of their
+    names and contents and the vocabulary's: a .tokens file, then a .json beside it that
+    says it is complete."""
+    key = hashlib.sha256(json.dumps([
+        CORPUS_FORMAT, documents_digest(files, folder), file_digest(encoder_path),
+        file_digest(bpe_path)]).encode()).hexdigest()
+    base = os.path.join(cache_dir, f'corpus-{name}-{key[:16]}')
+    found = read_index(base + '.json', key)
+    if found is None:
+        encoder = TextEncoder(encoder_path, bpe_path)
+        dtype = token_dtype(len(encoder.encoder))
+        with atomic_write(base + '.tokens') as f:
+            n = encode_stream(files, encoder, paragraph_separator(encoder), f, verbose)
+        found = dict(key=key, n_tokens=n, dtype=np.dtype(dtype).name, documents=len(files))
+        with atomic_write(base + '.json', 'w') as f:
+            json.dump(found, f)
+        if verbose:
+            print(f'{name}: {len(files)} documents, {n} tokens, cached in {base}.tokens')
+    return TokenStream(base + '.tokens', found['n_tokens'], found['dtype'])
+
+
+def read_index(path, key):
+    """The index of a complete cache entry, or None (absent, or not this key's)."""
+    try:
+        with open(path) as f:
+            index = json.load(f)
+        size = os.path.getsize(path[:-len('.json')] + '.tokens')
+    except (OSError, ValueError):
+        return None
+    if index.get('key') != key or size != index['n_tokens'] * np.dtype(index['dtype']).itemsize:
+        return None
+    return index
+
+
+# ---------------------------------------------------------------------------------------
+# Windows: each update's are drawn from (seed, update), so a run needs no data state to
+# resume, and every process draws the same ones and takes its own share.
+
+def update_starts(seed, n_update, n_windows, n_tokens, n_ctx):
+    """The first tokens of update n_update's n_windows windows, uniform over the stream."""
+    rng = np.random.default_rng([seed, n_update])
+    return rng.integers(0, n_tokens - n_ctx + 1, size=n_windows)
+
+
+def valid_starts(n_tokens, n_ctx, n_windows):
+    """A fixed set of held-out windows: as many as asked that do not overlap, spread
+    evenly over the validation stream."""
+    n = min(n_windows, n_tokens // n_ctx)
+    return np.linspace(0, n_tokens - n_ctx, n).round().astype(np.int64)
+
+
+def window_inputs(tokens, n_vocab):
+    """OpenAI's (N, seq, 2) inputs of windows of token ids: each token with its position's
+    id, the row n_vocab + i of the embedding (pre-training has no special tokens)."""
+    positions = n_vocab + np.arange(tokens.shape[1])
+    return np.stack([tokens, np.broadcast_to(positions, tokens.shape)], -1)
+
+
+# ---------------------------------------------------------------------------------------
+# The model folder: transformers' layout (config.json, model.safetensors, vocab.json,
+# merges.txt), which load_openai_pretrained_model reads as it reads the Hub's copy.
+
+def model_meta(args, n_vocab):
+    return dict(cfg=dict(model_config(args)), n_vocab=n_vocab, n_special=0, n_ctx=args.n_ctx)
+
+
+def write_model_folder(path, model, meta, encoder_path, bpe_path):
+    """The model as a transformers checkpoint with its vocabulary, the folder path
+    written whole or not at all (export.write_folder); an earlier one there is replaced."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return os.path.dirname(write_folder(path, model_files(meta, state, encoder_path, bpe_path),
+                                        overwrite=True)[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+
+def model_config(args):
+    return Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
+                  embd_pdrop=args.embd_pdrop, attn_pdrop=args.attn_pdrop,
+                  resid_pdrop=args.resid_pdrop, clf_pdrop=0.0)
+
+
+def lm_loss(model, x):
+    """The mean next-token loss over the windows x (N, seq, 2), its head fused with the
+    cross-entropy (loss.LinearCrossEntropy): no float32 copy of the logits."""
+    rows = model(x, lm='rows')
+    return linear_cross_entropy(rows.h, rows.we, x[:, 1:, 0].reshape(-1)).mean()
+
+
+class LMTrainer(runs.Updater):
+    """The language model's updates over windows of the token stream."""
+
+    def __init__(self, args, dd, model, n_updates_total, n_vocab):
+        super().__init__(args, dd, model, n_updates_total)
+        self.n_vocab = n_vocab
+
+    def inputs(self, stream, starts):
+        x = window_inputs(stream.windows(starts, self.args.n_ctx), self.n_vocab)
+        return torch.from_numpy(x).to(self.device, non_blocking=True)
+
+    def update_windows(self, stream, starts, n_update):
+        """One update from this process's share starts of the update's windows."""
+        n = self.args.n_batch
+        return self.accumulate(lambda k: (self.inputs(stream, starts[k * n:(k + 1) * n]),),
+                               n_update)
+
+    def step(self, x):
+        loss = lm_loss(self.model, x)
+        with self.full_precision():
+            loss = loss.float() / self.accum
+            self.scaler.scale(loss).backward()
+        return loss.detach()
+
+    @torch.no_grad()
+    def valid_loss(self, stream, starts):
+        """The mean token loss on the windows starts, split over the processes."""
+        self.module.eval()
+        share = np.array_split(starts, self.dd.world)[self.dd.rank]
+        total = 0.0
+        with self.autocast():
+            for i in range(0, len(share), self.args.n_batch_eval):
+                x = self.inputs(stream, share[i:i + self.args.n_batch_eval])
+                total += lm_loss(self.module, x).item() * len(x)
+        self.module.train()
+        return sum(self.dd.gather(total)) / len(starts)
+
+
+def model_flops_per_token(cfg, n_vocab, n_ctx):
+    """Training FLOPs of one token: 6 per weight of the matrix products (the blocks and
+    the tied LM head), and attention's scores and mixing (PaLM's appendix B count)."""
+    body = 12 * cfg.n_layer * cfg.n_embd ** 2
+    return 6 * (body + n_vocab * cfg.n_embd) + 12 * cfg.n_layer * n_ctx * cfg.n_embd
+
+
+def peak_flops(device, amp):
+    """The GPU's dense half-precision peak, when it is known and the run uses it."""
+    if not device.startswith('cuda') or amp == 'none':
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for part, peak in GPU_PEAK_FLOPS.items() if part in name), None)
+
+
+@dataclasses.dataclass
+class PretrainProgress(Progress):
+    """Progress, and the training loss summed since the last log (so that a resumed
+    run logs what an uninterrupted one logs)."""
+    loss_sum: float = 0.0
+    loss_n: int = 0
+
+    def add_loss(self, loss):
+        self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
+
+    def take_loss(self):
+        mean = float(self.loss_sum) / self.loss_n
+        self.loss_sum, self.loss_n = 0.0, 0
+        return mean
+
+
+class Speed:
+    """Updates and seconds since the last log."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.updates, self.since = 0, time.time()
+
+    def tokens_per_s(self, tokens_per_update):
+        return self.updates * tokens_per_update / max(time.time() - self.since, 1e-9)
+
+
+class PretrainRun(runs.Run):
+    """A pre-training run: its windows, its log (training and validation loss and
+    perplexity, tokens per second, MFU on a GPU), snapshots and the model folder."""
+
+    Progress = PretrainProgress
+
+    def __init__(self, args, dd, trainer, folder, current, streams, meta, plan):
+        super().__init__(args, dd, trainer, folder, current, meta)
+        self.train_stream, self.valid_stream = streams
+        self.meta, self.plan = meta, plan
+        self.valid = valid_starts(self.valid_stream.n_tokens, args.n_ctx, args.n_valid_windows)
+        self.tokens_per_update = args.update_batch * args.n_ctx
+        self.flops = model_flops_per_token(model_config(args), meta['n_vocab'], args.n_ctx)
+        self.peak = peak_flops(dd.device, args.amp)
+        self.speed = Speed()
+
+    def starts(self, n_update):
+        """This process's share of update n_update's windows."""
+        starts = update_starts(self.args.seed, n_update, self.args.update_batch,
+                               self.train_stream.n_tokens, self.args.n_ctx)
+        per = self.trainer.per_device
+        return starts[self.dd.rank * per:][:per]
+
+    def log(self):
+        """Training loss since the last log (over every process), validation loss and
+        perplexity, speed; returns the validation loss."""
+        n = self.progress.n_updates
+        train_loss = float(np.mean(self.dd.gather(self.progress.take_loss())))
+        va_loss = self.trainer.valid_loss(self.valid_stream, self.valid)
+        record = dict(n_updates=n, n_tokens=n * self.tokens_per_update, tr_loss=train_loss,
+                      va_loss=va_loss, va_ppl=math.exp(min(va_loss, 700)),
+                      lr=self.trainer.current_lr(),
+                      tokens_per_s=self.speed.tokens_per_s(self.tokens_per_update))
+        if self.peak:
+            record['mfu'] = record['tokens_per_s'] * self.flops / (self.peak * self.dd.world)
+        self.speed.reset()
+        if self.dd.main:
+            self.logger.log(**record)
+            tqdm.write(f"update {n}: train loss {train_loss:.4f}, valid loss {va_loss:.4f} "
+                       f"(perplexity {record['va_ppl']:.1f}), "
+                       f"{record['tokens_per_s']:.0f} tokens/s"
+                       + (f", MFU {record['mfu']:.1%}" if 'mfu' in record else ''))
+        return va_loss
+
+    def snapshot(self):
+        if self.dd.main:
+            write_model_folder(os.path.join(self.folder.save_dir, 'snapshots',
+                                            f'update_{self.progress.n_updates:08d}'),
+                               self.trainer.module, self.meta, self.args.encoder_path,
+                               self.args.bpe_path)
+
+    def finish(self):
+        """The model folder and the learning curves."""
+        if not self.dd.main:
+            return
+        path = write_model_folder(os.path.join(self.folder.save_dir, 'model'),
+                                  self.trainer.module, self.meta, self.args.encoder_path,
+                                  self.args.bpe_path)
+        plot_curves(self.folder.log, self.folder.curves)
+        print(f'model folder: {path}; learning curves: {self.folder.curves}')
+
+
+def plot_curves(log_path, png_path):
+    """Training and validation loss against tokens seen, from the log."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    with open(log_path) as f:
+        records = [json.loads(line) for line in f][1:]
+    if not records:
+        return
+    tokens = [r['n_tokens'] for r in records]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(tokens, [r['tr_loss'] for r in records], label='training')
+    ax.plot(tokens, [r['va_loss'] for r in records], label='validation')
+    ax.set_xlabel('tokens seen')
+    ax.set_ylabel('loss (nats per token)')
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(png_path) as f:
+        fig.savefig(f, format='png', dpi=100)
+    plt.close(fig)
+
+
+def fit(run, stop_request, deadline):
+    """Updates until the plan's last (or the deadline), logging every --log_every and at
+    the end; a checkpoint every --save_every and at the end, a snapshot every
+    --snapshot_every. The host waits for the device at those points and every 10
+    updates only."""
+    args, dd, trainer, progress = run.args, run.dd, run.trainer, run.progress
+    with tqdm(total=run.plan, initial=progress.n_updates, ncols=80, disable=not dd.main,
+              desc='pre-training', leave=False) as bar:
+        while progress.n_updates < run.plan:
+            n = progress.n_updates + 1
+            loss = trainer.update_windows(run.train_stream, run.starts(n), n)
+            progress.n_updates = n
+            progress.add_loss(loss)
+            run.speed.updates += 1
+            bar.update(1)
+            timed_out = deadline is not None and dd.any(time.time() > deadline) \
+                if n % 10 == 0 else False
+            last = n == run.plan or timed_out
+            log_due = n % args.log_every == 0 or last
+            save_due = (args.save_every and n % args.save_every == 0) or last
+            snap_due = args.snapshot_every and n % args.snapshot_every == 0
+            sync = n % 10 == 0 or log_due or save_due or snap_due
+            if sync:
+                run.check_finite_loss()
+            if log_due:
+                bar.set_postfix(valid_loss=f'{run.log():.3f}')
+            if snap_due:
+                run.snapshot()
+            if save_due:
+                run.checkpoint()
+            if last:
+                return timed_out
+            run.stop(sync, stop_request)
+    return False
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--corpus', required=True, help='a folder of UTF-8 text files, each a '
+                   'document; a blank line ends a paragraph')
+    p.add_argument('--desc', default=None, help='names the run (default: the corpus folder)')
+    p.add_argument('--valid_files', type=lambda s: [n for n in s.split(',') if n], default=None,
+                   help='documents held out for validation, comma-separated (paths in '
+                        '--corpus or file names); default: --valid_share of them')
+    p.add_argument('--valid_share', type=real(lambda v: 0 < v < 1, 'a fraction in (0, 1)'),
+                   default=0.02, help='share of the documents held out when no --valid_files')
+    p.add_argument('--n_valid_windows', type=count(1), default=64,
+                   help='validation windows (fixed, evenly spread, not overlapping)')
+    # the model: the paper's
+    p.add_argument('--n_layer', type=count(1), default=None, help='blocks (default 12)')
+    p.add_argument('--n_embd', type=count(1), default=None, help='width (default 768)')
+    p.add_argument('--n_head', type=count(1), default=None, help='attention heads (default 12)')
+    p.add_argument('--n_ctx', type=count(2), default=512,
+                   help="tokens per window, the model's positions (the paper: 512)")
+    p.add_argument('--afn', default='gelu', choices=['gelu', 'relu', 'swish'],
+                   help="activation of the blocks' MLP")
+    p.add_argument('--embd_pdrop', type=PROBABILITY, default=0.1, help='embedding dropout')
+    p.add_argument('--attn_pdrop', type=PROBABILITY, default=0.1, help='attention dropout')
+    p.add_argument('--resid_pdrop', type=PROBABILITY, default=0.1, help='residual dropout')
+    p.add_argument('--init_from', default=None,
+                   help="start from a model folder (OpenAI's model/, a transformers "
+                        "checkpoint, or this script's output) with this run's schedule: "
+                        'domain-adaptive pre-training')
+    # the update and schedule: the paper's
+    p.add_argument('--update_batch', type=count(1), default=64,
+                   help='windows per update, over all processes (the paper: 64)')
+    p.add_argument('--n_batch', type=count(1), default=8,
+                   help='windows per process per forward pass; accumulation makes up the rest')
+    p.add_argument('--n_batch_eval', type=count(1), default=16,
+                   help='windows per validation pass')
+    p.add_argument('--lr', type=NON_NEGATIVE, default=2.5e-4, help='the maximum learning rate')
+    p.add_argument('--warmup_updates', type=count(1), default=2000,
+                   help='updates of the linear ramp from 0 (the paper: 2000)')
+    p.add_argument('--lr_schedule', default='warmup_cosine',
+                   choices=['warmup_cosine', 'warmup_linear', 'warmup_constant'],
+                   help="after warmup: OpenAI's cosine to 0, linear to 0, or constant")
+    p.add_argument('--n_iter', type=count(1), default=100,
+                   help='epochs: each is the training tokens once, in windows (the paper: 100)')
+    p.add_argument('--max_updates', type=count(1), default=None,
+                   help='plan the run (and its schedule) over at most this many updates')
+    p.add_argument('--max_tokens', type=count(1), default=None,
+                   help='plan the run over at most this many training tokens')
+    p.add_argument('--max_minutes', type=real(lambda v: v > 0, 'a positive number'),
+                   default=None, help='end the run (model folder and all) after this long, '
+                   'wherever it is in its schedule; plan one that fits with --max_updates')
+    p.add_argument('--l2', type=NON_NEGATIVE, default=0.01,
+                   help='L2 weight, on every matrix (not biases or gains)')
+    p.add_argument('--vector_l2', action='store_true', help='L2 on biases and gains too')
+    p.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'), default=1,
+                   help='clip the gradients by their global norm; 0 or below: no clipping')
+    p.add_argument('--b1', type=PROBABILITY, default=0.9, help="Adam's beta1")
+    p.add_argument('--b2', type=PROBABILITY, default=0.999, help="Adam's beta2")
+    p.add_argument('--e', '--adam_eps', type=NON_NEGATIVE, default=1e-8,
+                   help="Adam's epsilon (under torchrun, give it as --adam_eps)")
+    p.add_argument('--seed', type=count(0), default=42,
+                   help='decides the weights, the windows and dropout')
+    p.add_argument('--encoder_path', default=None,
+                   help="default: OpenAI's encoder_bpe_40000.json in model/ (or in "
+                        '--init_from)')
+    p.add_argument('--bpe_path', default=None,
+                   help="default: OpenAI's vocab_40000.bpe in model/ (or in --init_from)")
+    p.add_argument('--log_every', type=count(1), default=100,
+                   help='log training and validation loss every N updates (and at the end)')
+    p.add_argument('--snapshot_every', type=count(0), default=0,
+                   help='keep a model folder every N updates in save/{desc}/snapshots/')
+    runs.add_run_flags(p, saves='model/ (the model folder), snapshots/')
+    args = p.parse_args(argv)
+    check_args(p, args)
+    return args
+
+
+def check_args(p, args):
+    args.desc = args.desc or os.path.basename(os.path.normpath(args.corpus)) or 'corpus'
+    found_encoder, found_bpe = vocabulary_paths(args.init_from or 'model/')
+    args.encoder_path = args.encoder_path or found_encoder
+    args.bpe_path = args.bpe_path or found_bpe
+    if args.seed >= 2 ** 32:
+        p.error(f'--seed {args.seed}: numpy takes seeds below 2**32')
+    runs.check_run_flags(p, args)
+
+
+def shape_from(args):
+    """The model's shape from the flags, or from --init_from's folder, which flags given
+    must agree with; returns the vocabulary size of --init_from's weights (or None)."""
+    paper = dict(n_layer=12, n_embd=768, n_head=12)
+    if args.init_from is None:
+        for name, value in paper.items():
+            setattr(args, name, getattr(args, name) or value)
+        if args.n_embd % args.n_head:
+            raise RunError(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
+        return None
+    try:
+        cfg, n_vocab, n_positions = pretrained_settings(args.init_from)
+    except (OSError, ValueError, KeyError) as err:
+        raise RunError(f'--init_from {args.init_from}: {err}') from None
+    wrong = [f'--{name} {getattr(args, name)}: --init_from {args.init_from} has {cfg[name]}'
+             for name in paper if getattr(args, name) not in (None, cfg[name])]
+    if args.n_ctx > n_positions:
+        wrong.append(f'--n_ctx {args.n_ctx}: --init_from {args.init_from} has {n_positions} '
+                     'positions')
+    if wrong:
+        raise RunError('; '.join(wrong))
+    for name in paper:
+        setattr(args, name, cfg[name])
+    args.afn = cfg.afn
+    return n_vocab
+
+
+def plan_updates(args, n_train_tokens):
+    """The run's length in updates: --n_iter epochs, cut by --max_updates and
+    --max_tokens."""
+    per_update = args.update_batch * args.n_ctx
+    plan = args.n_iter * max(1, n_train_tokens // per_update)
+    if args.max_updates:
+        plan = min(plan, args.max_updates)
+    if args.max_tokens:
+        plan = min(plan, max(1, args.max_tokens // per_update))
+    return plan
+
+
+def load_corpus(args, dd):
+    """The training and validation streams, encoded by the first process (the others
+    then find them in the cache)."""
+    train_files, valid_files = split_documents(corpus_files(args.corpus), args.corpus,
+                                               args.valid_files, args.valid_share)
+
+    name = os.path.basename(os.path.normpath(args.corpus)) or 'corpus'
+
+    def streams(verbose):
+        return [encoded_corpus(f'{name}-{split}', docs, args.corpus, args.encoder_path,
+                               args.bpe_path, args.cache_dir, verbose)
+                for split, docs in (('train', train_files), ('valid', valid_files))]
+    dd.on_first(lambda: streams(verbose=True))
+    train_stream, valid_stream = streams(verbose=False)
+    for stream, what, flag in ((train_stream, 'training', '--corpus'),
+                               (valid_stream, 'validation', '--valid_files')):
+        if stream.n_tokens < args.n_ctx + 1:
+            raise RunError(f'the {what} documents hold {stream.n_tokens} tokens, fewer than '
+                           f'one window of --n_ctx {args.n_ctx} (and the token after it): '
+                           f'give more text ({flag}) or a smaller --n_ctx')
+    if dd.main:
+        print(f'{len(train_files)} training documents ({train_stream.n_tokens} tokens), '
+              f'{len(valid_files)} validation documents ({valid_stream.n_tokens} tokens): '
+              + ', '.join(os.path.relpath(f, args.corpus) for f in valid_files[:5])
+              + (', ...' if len(valid_files) > 5 else ''))
+    return train_stream, valid_stream
+
+
+def build_model(args, n_vocab):
+    model = LMModel(model_config(args), vocab=n_vocab + args.n_ctx, n_ctx=args.n_ctx)
+    if args.init_from is not None:
+        try:
+            load_openai_pretrained_model(model.transformer, n_ctx=args.n_ctx, n_special=0,
+                                         n_transfer=args.n_layer, n_embd=args.n_embd,
+                                         path=args.init_from)
+        except (OSError, ValueError) as err:
+            raise RunError(f'--init_from {args.init_from}: {err}') from None
+    return model
+
+
+def run_pretraining(args, dd, folder, stop_request):
+    dd.on_first(lambda: (runs.check_output_dirs(args, folder), folder.lock(),
+                         folder.refuse_earlier(args.resume, args.overwrite)))
+    run = checked_run(args, dd, folder)
+    # Training begins: a signal now stops at a checkpoint. Only now, with all checked that
+    # can be, may --overwrite delete the earlier run's files.
+    stop_request.training = True
+    if args.overwrite:
+        dd.on_first(folder.clear)
+    deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
+    run.start()
+    timed_out = fit(run, stop_request, deadline)
+    run.finish()
+    if timed_out and dd.main:
+        print(f'--max_minutes {args.max_minutes:g}: stopped at update '
+              f'{run.progress.n_updates} of the {run.plan} planned')
+    return run.progress
+
+
+def checked_run(args, dd, folder):
+    """The run, made ready on all the checks that can come before training: the model's
+    shape and vocabulary, --init_from's weights, the corpus."""
+    if dd.main:
+        print(args)
+    n_pretrained_vocab = shape_from(args)
+    try:
+        n_vocab = check_vocabulary_and_weights(args.encoder_path, args.bpe_path,
+                                               args.init_from)
+    except FileNotFoundError as err:
+        raise RunError(f'{err.filename} is missing: give the vocabulary with --encoder_path '
+                       "and --bpe_path (OpenAI's files: `python download.py`)") from None
+    except (OSError, ValueError) as err:
+        raise RunError(err) from None
+    if n_pretrained_vocab is not None and n_pretrained_vocab != n_vocab:
+        raise RunError(f'{args.encoder_path} holds {n_vocab} tokens, --init_from '
+                       f'{args.init_from} embeds {n_pretrained_vocab}: give the vocabulary '
+                       'its weights were trained with')
+    streams = load_corpus(args, dd)
+    runs.seed_all(args.seed)
+    model = build_model(args, n_vocab).to(dd.device)
+    torch.manual_seed(args.seed + dd.rank)  # dropout differs per process
+    plan = plan_updates(args, streams[0].n_tokens)
+    args.lr_warmup = min(1.0, args.warmup_updates / plan)
+    trainer = LMTrainer(args, dd, model, plan, n_vocab)
+    current = settings(args, dd.world, dict(
+        plan=plan, n_vocab=n_vocab, corpus=[s.path for s in streams],
+        vocabulary=[file_digest(args.encoder_path), file_digest(args.bpe_path)]))
+    if dd.main:
+        epochs = plan * args.update_batch * args.n_ctx / streams[0].n_tokens
+        print(f'{plan} updates of {args.update_batch} windows of {args.n_ctx} tokens '
+              f'({epochs:.2f} epochs) = {args.n_batch} per forward x {trainer.accum} '
+              f'accumulation step(s) x {dd.world} process(es), on {dd.device}'
+              + ('' if args.amp == 'none' else f' with {args.amp} autocast'))
+    return PretrainRun(args, dd, trainer, folder, current, streams,
+                       model_meta(args, n_vocab), plan)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return runs.run_main('pretrain.py', lambda: runs.session(args, run_pretraining))
+
+
+if __name__ == '__main__':
+    main()

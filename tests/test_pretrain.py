@@ -1,0 +1,308 @@
+"""pretrain.py: the corpus as a token stream, the windows, the loss, runs that stop and
+resume, the model folder it writes, and its refusals of bad input."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import generate
+import pretrain
+import test_errors
+import train
+from conftest import REPO, fails, read_log
+from model_pytorch import Config, LMModel, load_openai_pretrained_model
+from text_utils import TextEncoder, write_char_vocab
+
+WORDS = ('the cat sat on a mat', 'a dog ran far', 'then it rained', 'we went home',
+         'the end came soon', 'she sang', 'he hid the key')
+
+
+def write_corpus(folder, n_files=4, n_paragraphs=30, seed=0):
+    """Books of hard-wrapped paragraphs separated by blank lines."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n_files):
+        paras = []
+        for _ in range(n_paragraphs):
+            sentences = [WORDS[j] + '.' for j in rng.integers(0, len(WORDS), rng.integers(2, 6))]
+            text = ' '.join(sentences)
+            paras.append('\n'.join(text[k:k + 30] for k in range(0, len(text), 30)))
+        with open(os.path.join(folder, f'book{i}.txt'), 'w') as f:
+            f.write('\n\n'.join(paras) + '\n')
+    return folder
+
+
+TINY = ['--n_layer', '2', '--n_embd', '16', '--n_head', '2', '--n_ctx', '16',
+        '--update_batch', '4', '--n_batch', '2', '--n_batch_eval', '4', '--n_valid_windows', '4',
+        '--warmup_updates', '2', '--lr', '1e-3', '--device', 'cpu']
+
+
+@pytest.fixture
+def corpus_run(tmp_path):
+    """(tmp_path, argv): a tiny pre-training run on four written books (one held out)
+    with the character vocabulary, all its files under tmp_path."""
+    corpus = write_corpus(str(tmp_path / 'corpus'))
+    encoder_path, bpe_path, _ = write_char_vocab(str(tmp_path / 'vocab'))
+    argv = ['--corpus', corpus, '--valid_files', 'book3.txt', '--encoder_path', encoder_path,
+            '--bpe_path', bpe_path, '--log_dir', str(tmp_path / 'log'),
+            '--save_dir', str(tmp_path / 'save'), '--cache_dir', str(tmp_path / 'cache'),
+            '--max_updates', '6', '--log_every', '3', '--desc', 'tiny'] + TINY
+    return tmp_path, argv
+
+
+def test_windows_are_contiguous_inside_the_stream_and_reproducible(tmp_path):
+    path = tmp_path / 'stream.tokens'
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    stream = pretrain.TokenStream(str(path), 1000, 'uint16')
+    starts = pretrain.update_starts(7, 3, 64, 1000, 50)
+    assert ((starts >= 0) & (starts <= 950)).all()
+    windows = stream.windows(starts, 50)
+    # the stream counts up, so a contiguous window is its start and the 49 after it
+    assert (windows == starts[:, None] + np.arange(50)).all()
+    assert (pretrain.update_starts(7, 3, 64, 1000, 50) == starts).all()
+    assert not (pretrain.update_starts(7, 4, 64, 1000, 50) == starts).all()
+    assert not (pretrain.update_starts(8, 3, 64, 1000, 50) == starts).all()
+    # the last window may end at the stream's last token, and no later
+    ends = np.concatenate([pretrain.update_starts(0, n, 64, 60, 50) for n in range(1, 50)])
+    assert ends.max() == 10 and ends.min() == 0
+
+
+def test_each_process_takes_its_own_share_of_an_update(corpus_run):
+    class Share:  # what PretrainRun.starts reads of the run
+        def __init__(self, rank, world):
+            self.args = type('A', (), dict(seed=1, update_batch=8, n_ctx=16))
+            self.dd = type('D', (), dict(rank=rank))
+            self.trainer = type('T', (), dict(per_device=8 // world))
+            self.train_stream = type('S', (), dict(n_tokens=500))
+    one = pretrain.PretrainRun.starts(Share(0, 1), 5)
+    halves = [pretrain.PretrainRun.starts(Share(r, 2), 5) for r in (0, 1)]
+    assert (np.concatenate(halves) == one).all() and len(halves[0]) == 4
+
+
+def expected_ids(files, encoder, separator):
+    """The corpus stream written out plainly: each file split on blank lines, a
+    paragraph's lines joined by spaces, each paragraph encoded alone."""
+    ids = []
+    for path in files:
+        with open(path) as f:
+            for para in re.split(r'\n\s*\n', f.read()):
+                text = ' '.join(line.strip() for line in para.splitlines() if line.strip())
+                if text:
+                    piece = encoder.encode([text], verbose=False)[0]
+                    ids += (separator if ids else []) + piece
+    return ids
+
+
+def test_corpus_encoding_equals_text_encoder_on_the_paragraphs(tmp_path):
+    corpus = write_corpus(str(tmp_path / 'corpus'), n_files=3, n_paragraphs=12)
+    encoder_path, bpe_path, _ = write_char_vocab(str(tmp_path / 'vocab'))
+    files = pretrain.corpus_files(corpus)
+    stream = pretrain.encoded_corpus('c', files, corpus, encoder_path, bpe_path,
+                                     str(tmp_path / 'cache'), verbose=False)
+    want = expected_ids(files, TextEncoder(encoder_path, bpe_path), [])
+    assert stream.tokens.tolist() == want and len(want) > 1000
+    # a second call reads the cache: the same stream, nothing encoded
+    again = pretrain.encoded_corpus('c', files, corpus, encoder_path, bpe_path,
+                                    str(tmp_path / 'cache'), verbose=False)
+    assert again.path == stream.path and again.tokens.tolist() == want
+
+
+def test_corpus_encoding_with_openai_vocabulary_separates_paragraphs(tmp_path):
+    from conftest import openai_vocab
+    encoder_path, bpe_path = openai_vocab()
+    corpus = write_corpus(str(tmp_path / 'corpus'), n_files=2, n_paragraphs=5)
+    with open(os.path.join(corpus, 'book1.txt'), 'a') as f:
+        f.write('\n“Naïve café—isn’t it?” she said…\n')
+    files = pretrain.corpus_files(corpus)
+    stream = pretrain.encoded_corpus('c', files, corpus, encoder_path, bpe_path,
+                                     str(tmp_path / 'cache'), verbose=False)
+    encoder = TextEncoder(encoder_path, bpe_path)
+    newline = encoder.encoder['\n</w>']
+    assert stream.tokens.tolist() == expected_ids(files, encoder, [newline])
+    assert stream.tokens.dtype == np.uint16
+    assert (stream.tokens == newline).sum() == 5 + 6 - 1  # between the 11 paragraphs
+
+
+def test_loss_equals_the_plain_lm_loss_over_the_windows():
+    torch.manual_seed(0)
+    cfg = Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0.1, attn_pdrop=0.1,
+                 resid_pdrop=0.1, clf_pdrop=0.0)
+    model = LMModel(cfg, vocab=30 + 12, n_ctx=12).eval()
+    tokens = torch.randint(0, 30, (5, 12))
+    x = torch.from_numpy(pretrain.window_inputs(tokens.numpy(), 30))
+    assert (x[..., 1] == 30 + torch.arange(12)).all()
+    logits = model(x).double()  # (5, 12, vocab): each position predicts the next token
+    want = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                           tokens[:, 1:].reshape(-1))
+    assert torch.allclose(pretrain.lm_loss(model, x).double(), want, atol=1e-6)
+
+
+def params_of(save_dir, desc='tiny'):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(save_dir, desc, 'model', 'model.safetensors'))
+
+
+def test_a_run_writes_a_model_folder_that_every_loader_takes(corpus_run, capsys):
+    tmp, argv = corpus_run
+    pretrain.main(argv)
+    log = read_log(tmp / 'log' / 'tiny.jsonl')
+    assert [r['n_updates'] for r in log[1:]] == [3, 6]
+    assert all(r['va_ppl'] == pytest.approx(np.exp(r['va_loss'])) for r in log[1:])
+    assert log[2]['va_loss'] < log[1]['va_loss']  # it learns
+    assert (tmp / 'log' / 'tiny.png').stat().st_size > 0
+    folder = str(tmp / 'save' / 'tiny' / 'model')
+    assert sorted(os.listdir(folder)) == ['config.json', 'merges.txt', 'model.safetensors',
+                                          'vocab.json']
+    # our loader and transformers' give the same next-token logits
+    import transformers
+    hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(folder).eval()
+    ours = LMModel(Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0,
+                          attn_pdrop=0, resid_pdrop=0, clf_pdrop=0), vocab=58 + 16, n_ctx=16)
+    load_openai_pretrained_model(ours.transformer, n_ctx=16, n_special=0, n_transfer=2,
+                                 n_embd=16, path=folder)
+    tokens = torch.randint(0, 58, (2, 16))
+    x = torch.from_numpy(pretrain.window_inputs(tokens.numpy(), 58))
+    with torch.no_grad():
+        # ours has a column for each position row too, which the head never predicts
+        assert torch.allclose(ours.eval()(x)[..., :58], hf(tokens).logits, atol=1e-5)
+    # generate.py samples from it, train.py fine-tunes from it
+    generate.main(['the cat', '--model_dir', folder, '--length', '5', '--device', 'cpu'])
+    assert 'the cat' in capsys.readouterr().out
+    # train.py fine-tunes from it: its vocabulary comes from the folder, as OpenAI's does
+    from conftest import TINY as TRAIN_TINY
+    import datasets
+    data = datasets.write_story_cloze(str(tmp / 'stories'), 40, 12, np.random.default_rng(0))
+    tiny = [a for a in TRAIN_TINY]
+    tiny[tiny.index('--n_embd') + 1] = '16'
+    train.main(['--data_dir', data, '--model_dir', folder, '--n_transfer', '2',
+                '--n_ctx', '16', '--log_dir', str(tmp / 'log'), '--save_dir', str(tmp / 'save'),
+                '--submission_dir', str(tmp / 'sub'), '--cache_dir', str(tmp / 'cache'),
+                '--n_valid', '8', '--n_iter', '1', '--device', 'cpu', '--desc', 'fine'] + tiny)
+    assert read_log(tmp / 'log' / 'fine.jsonl')[-1]['n_updates'] == 4
+
+
+def terminated_at(n):
+    """LMTrainer.update_windows that sends this process SIGTERM during update n."""
+    update = pretrain.LMTrainer.update_windows
+
+    def terminated(self, stream, starts, n_update):
+        if n_update == n:
+            signal.raise_signal(signal.SIGTERM)
+        return update(self, stream, starts, n_update)
+    return terminated
+
+
+def without_times(log):
+    return [{k: v for k, v in r.items() if k not in ('time', 'tokens_per_s')} for r in log]
+
+
+def test_sigterm_then_resume_ends_as_an_uninterrupted_run(corpus_run, capsys, monkeypatch):
+    tmp, argv = corpus_run
+    pretrain.main(argv + ['--desc', 'whole', '--save_every', '2'])
+    monkeypatch.setattr(pretrain.LMTrainer, 'update_windows', terminated_at(5))
+    code, _, err = fails(argv + ['--desc', 'cut', '--save_every', '2'], capsys, pretrain.main)
+    assert code == 75 and 'stopped at update 5' in err and '--resume' in err
+    monkeypatch.undo()
+    pretrain.main(argv + ['--desc', 'cut', '--save_every', '2', '--resume'])
+    whole, cut = params_of(str(tmp / 'save'), 'whole'), params_of(str(tmp / 'save'), 'cut')
+    assert whole.keys() == cut.keys()
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert without_times(read_log(tmp / 'log' / 'cut.jsonl'))[1:] == \
+        without_times(read_log(tmp / 'log' / 'whole.jsonl'))[1:]
+
+
+def one_error(argv, capsys, *words):
+    """The one error line of pretrain.py, exit 1, which names words."""
+    code, line = test_errors.one_error(pretrain.main, argv, capsys)
+    assert code == 1 and all(w in line for w in words), line
+    return line
+
+
+def test_refuses_an_empty_corpus_folder(corpus_run, capsys):
+    tmp, argv = corpus_run
+    (tmp / 'empty').mkdir()
+    one_error(argv + ['--corpus', str(tmp / 'empty'), '--valid_files', ''], capsys,
+              str(tmp / 'empty'), 'no file')
+
+
+@pytest.mark.parametrize('content, where', [(b'plain text\nand \x00 a NUL', 'byte 15'),
+                                            (b'caf\xe9 au lait', 'byte 3')])
+def test_refuses_a_binary_or_non_utf8_file_naming_the_byte(corpus_run, capsys, content, where):
+    tmp, argv = corpus_run
+    bad = tmp / 'corpus' / 'book1.txt'
+    bad.write_bytes(bad.read_bytes() + content)
+    offset = len(bad.read_bytes()) - len(content) + int(where.split()[1])
+    one_error(argv, capsys, str(bad), f'byte {offset}')
+    assert not (tmp / 'save' / 'tiny').exists()
+
+
+def test_refuses_a_corpus_or_validation_set_shorter_than_a_window(corpus_run, capsys):
+    tmp, argv = corpus_run
+    (tmp / 'corpus' / 'book3.txt').write_text('the end.\n')
+    one_error(argv, capsys, 'validation documents hold', '--n_ctx 16')
+    one_error(argv + ['--valid_files', 'book2.txt', '--n_ctx', '4000'], capsys,
+              'training documents hold', '--n_ctx 4000')
+
+
+def test_init_from_must_agree_with_the_flags_and_vocabulary(corpus_run, capsys):
+    tmp, argv = corpus_run
+    pretrain.main(argv)
+    folder = str(tmp / 'save' / 'tiny' / 'model')
+    cont = argv + ['--init_from', folder, '--desc', 'more']
+    one_error(cont + ['--n_embd', '32'], capsys, '--n_embd 32', 'has 16')
+    one_error(cont + ['--n_ctx', '32'], capsys, '--n_ctx 32', '16 positions')
+    other, _, _ = write_char_vocab(str(tmp / 'other'), n_vocab=80)
+    one_error(cont + ['--encoder_path', other], capsys, other, '80 tokens', 'embeds 58')
+    # with its own vocabulary and shape it starts from the weights: at learning rate 0
+    # it stays there, the same validation loss as where the first run ended
+    pretrain.main(cont + ['--max_updates', '3', '--lr', '0'])
+    ended = read_log(tmp / 'log' / 'tiny.jsonl')[-1]['va_loss']
+    assert read_log(tmp / 'log' / 'more.jsonl')[1]['va_loss'] == pytest.approx(ended, abs=1e-6)
+
+
+def test_snapshots_and_a_time_limit_end_with_model_folders(corpus_run, capsys):
+    tmp, argv = corpus_run
+    pretrain.main(argv + ['--max_updates', '30', '--snapshot_every', '10',
+                          '--max_minutes', '1e-9'])
+    # the deadline is looked at every 10 updates: the run ends at the first look
+    assert 'stopped at update 10 of the 30 planned' in capsys.readouterr().out
+    save = tmp / 'save' / 'tiny'
+    assert sorted(os.listdir(save / 'snapshots')) == ['update_00000010']
+    final, snapshot = params_of(str(tmp / 'save')), load_file_of(save / 'snapshots' /
+                                                                 'update_00000010')
+    assert all(torch.equal(final[k], snapshot[k]) for k in final)
+    assert read_log(tmp / 'log' / 'tiny.jsonl')[-1]['n_updates'] == 10
+
+
+def load_file_of(folder):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(folder, 'model.safetensors'))
+
+
+def test_two_processes_under_torchrun_equal_one(corpus_run):
+    """Each process its half of every update's windows: without dropout (whose masks
+    differ per process) the same run as one process's, to float32's rounding."""
+    tmp, argv = corpus_run
+    argv = argv + ['--embd_pdrop', '0', '--attn_pdrop', '0', '--resid_pdrop', '0']
+    pretrain.main(argv + ['--desc', 'one'])
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+                           '2', '--master_port', str(29500 + os.getpid() % 1000),
+                           os.path.join(REPO, 'pretrain.py')] + argv + ['--desc', 'two',
+                                                                         '--n_batch', '1'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = params_of(str(tmp / 'save'), 'one'), params_of(str(tmp / 'save'), 'two')
+    assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
+    logs = [without_times(read_log(tmp / 'log' / f'{d}.jsonl'))[1:] for d in ('one', 'two')]
+    assert [r['n_updates'] for r in logs[1]] == [3, 6]
+    for a, b in zip(*logs):
+        assert a['va_loss'] == pytest.approx(b['va_loss'], abs=1e-5)
+        assert a['tr_loss'] == pytest.approx(b['tr_loss'], abs=1e-5)
