@@ -4,12 +4,17 @@ Per text: ftfy.fix_text, text_standardize, spaCy's English tokenizer, then lower
 with the </w> end-of-word marker; pieces missing from the vocabulary become id 0.
 Only the speed differs from OpenAI's code: work that provably changes nothing is
 skipped, each distinct space-separated span is tokenized and turned into ids once (see
-TextEncoder), and large inputs use two processes.
+TextEncoder), and large inputs are spread over worker processes (encode_chunks).
 """
+import contextlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
+import signal
+import traceback
+import weakref
 
 from tqdm import tqdm
 
@@ -31,7 +36,7 @@ FTFY_NOOP = re.compile(r"[\t\n -%'-~]*")
 
 # New spans tokenized by one spaCy call.
 SPAN_BATCH = 1000
-# Below this many texts, starting a second process costs more than it saves.
+# Below this many texts, starting worker processes costs more than it saves.
 PARALLEL_MIN = 20000
 
 
@@ -246,23 +251,190 @@ class TextEncoder:
         return [self.encode_standardized(text) for text in texts]
 
     def encode_parallel(self, texts, verbose):
-        """Two forked workers share this encoder's vocabulary and caches as they are;
-        results come back in input order."""
-        global _worker
-        _worker = self
-        chunks = [texts[i:i + 1000] for i in range(0, len(texts), 1000)]
-        with multiprocessing.get_context('fork').Pool(2) as pool:
-            results = pool.imap(_encode_chunk, chunks)
-            if verbose:
-                results = tqdm(results, total=len(chunks), ncols=80, leave=False)
+        """encode() through encode_chunks, CHUNK texts at a time."""
+        chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        with contextlib.closing(self.encode_chunks(chunks, verbose)) as results:
             return [ids for chunk in results for ids in chunk]
 
+    def encode_chunks(self, chunks, verbose=False):
+        """An iterator over the encodings of a stream of texts: for each list of texts
+        that the iterable chunks gives, in its order, the list of their id lists, as
+        encode_serial gives them.
 
-_worker = None
+        The work is spread over one forked worker process per usable CPU (done here where
+        there is one), each with this encoder as it is at the first next(). Memory stays
+        bounded however long the stream: chunks is read only as workers free up, and at
+        most 2 chunks per worker are taken from it and not yet yielded.
+
+        Interrupting is this process's business: the workers ignore SIGINT and SIGTERM,
+        so the exception a handler of this process raises (KeyboardInterrupt, train.py's
+        Interrupted) comes out of next() alone. The workers are killed and reaped when
+        the iterator ends, raises, or is closed; close one abandoned early
+        (contextlib.closing), else they live until it is garbage-collected or this
+        process exits. A worker's exception, or its death, raises RuntimeError here."""
+        with tqdm(total=len(chunks) if hasattr(chunks, '__len__') else None, ncols=80,
+                  leave=False, disable=not verbose) as bar:
+            n_workers = usable_cpus()
+            if n_workers < 2:
+                results = (self.encode_serial(chunk, verbose=False) for chunk in chunks)
+            else:
+                results = _Workers(self, n_workers).ordered(chunks, window=2 * n_workers)
+            with contextlib.closing(results):
+                for ids in results:
+                    bar.update()
+                    yield ids
 
 
-def _encode_chunk(texts):
-    return _worker.encode_serial(texts, verbose=False)
+# Texts per chunk that encode() hands to a worker at a time.
+CHUNK = 1000
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _Worker:
+    """A forked process that encodes each list of texts sent to it, one at a time, over a
+    pipe of its own: no lock is shared between processes, so stopping any of them at any
+    moment leaves none waiting. (multiprocessing.Pool's workers take their tasks from a
+    queue behind such a lock, which Pool.terminate() holds while it joins them; its
+    workers, running train.py's handlers, took terminate()'s SIGTERM for an exception in
+    their task and went on to wait for that lock: parent and workers hung for ever.)"""
+
+    def __init__(self, encoder, others):
+        self.conn, theirs = multiprocessing.Pipe()
+        # Blocked across the fork, so that a signal cannot reach the worker before it
+        # ignores it: it would run the parent's handlers, inherited by fork (train.py's
+        # raise Interrupted there, with a traceback, or leave the worker half stopped).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.pid = os.fork()
+            if self.pid == 0:
+                _worker_main(encoder, theirs, mask, others + [self])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        theirs.close()
+        self.busy = None  # the index of the chunk it encodes
+
+    def send(self, index, texts):
+        self.busy = index
+        try:
+            self.conn.send(texts)
+        except (BrokenPipeError, ConnectionResetError):
+            raise self.died() from None
+
+    def receive(self):
+        """The index and id lists of the chunk it was sent."""
+        try:
+            ok, result = self.conn.recv()
+        except (EOFError, ConnectionResetError):
+            raise self.died() from None
+        if not ok:
+            raise RuntimeError(f'an encoding worker failed:\n{result}')
+        index, self.busy = self.busy, None
+        return index, result
+
+    def died(self):
+        return RuntimeError(f'an encoding worker (pid {self.pid}) ended unexpectedly '
+                            f'({self.reap()})')
+
+    def kill(self):
+        self.conn.close()
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def reap(self):
+        """Waits for the process's end (no zombie left), saying how it ended."""
+        if self.pid is None:
+            return 'reaped'
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        code = os.waitstatus_to_exitcode(status)
+        return f'killed by signal {-code}' if code < 0 else f'exit status {code}'
+
+
+def _worker_main(encoder, conn, mask, parent_ends):
+    """A worker's whole life, in the forked child: it never returns into the parent's
+    code, and its exit runs none of the parent's clean-up (atexit, buffered output)."""
+    code = 1
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for worker in parent_ends:  # so that each worker sees EOF once the parent has gone
+            worker.conn.close()
+        _serve(encoder, conn)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _serve(encoder, conn):
+    """Encodes each list of texts received until the parent closes its end (or dies)."""
+    while True:
+        try:
+            texts = conn.recv()
+        except EOFError:
+            return
+        try:
+            reply = True, encoder.encode_serial(texts, verbose=False)
+        except Exception:
+            reply = False, traceback.format_exc()
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+
+class _Workers:
+    """n _Worker processes, forked from encoder. They are killed and reaped by close(),
+    or at this process's exit where an abandoned iterator never closed them."""
+
+    def __init__(self, encoder, n):
+        self.workers = []
+        self.close = weakref.finalize(self, _stop, self.workers)
+        try:
+            for _ in range(n):
+                self.workers.append(_Worker(encoder, self.workers))
+        except BaseException:
+            self.close()
+            raise
+
+    def ordered(self, chunks, window):
+        """The id lists of each chunk in input order, with at most `window` chunks taken
+        from chunks and not yet yielded. A worker is sent a chunk only when it has none:
+        sending while it sends a result back could leave both waiting on a full pipe."""
+        chunks, done, taken, yielded = iter(chunks), {}, 0, 0
+        try:
+            while True:
+                idle = [w for w in self.workers if w.busy is None]
+                for worker in idle[:window - (taken - yielded)]:  # as many as there is room
+                    texts = next(chunks, _END)
+                    if texts is _END:
+                        break
+                    worker.send(taken, texts)
+                    taken += 1
+                if yielded in done:
+                    yield done.pop(yielded)
+                    yielded += 1
+                elif taken == yielded:  # no chunk came though workers and room were free
+                    return
+                else:
+                    busy = {w.conn: w for w in self.workers if w.busy is not None}
+                    for conn in multiprocessing.connection.wait(list(busy)):
+                        index, ids = busy[conn].receive()
+                        done[index] = ids
+        finally:
+            self.close()
+
+
+_END = object()
+
+
+def _stop(workers):
+    """Kills every worker, then reaps them: a worker's chunk is not waited for."""
+    for worker in workers:
+        worker.kill()
+    while workers:
+        workers[-1].reap()
+        workers.pop()
 
 
 def usable_cpus():

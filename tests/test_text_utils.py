@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import signal
 import string
 
 import ftfy
@@ -294,6 +295,77 @@ def test_two_processes_give_the_same_ids(tiny, tiny_ref, monkeypatch):
     rng = random.Random(3)
     texts = [' '.join(rng.choice(SPECIAL_WORDS) for _ in range(5)) for _ in range(2500)]
     assert tiny.encode(texts, verbose=False) == tiny_ref.encode(texts)
+
+
+def children():
+    """The pids of this process's child processes, zombies included."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                if int(f.read().rsplit(')', 1)[1].split()[1]) == os.getpid():
+                    found.add(int(pid))
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+def test_encode_chunks_streams_in_order_reading_ahead_a_bounded_window(tiny, monkeypatch):
+    """Three workers: each chunk's ids as encode_serial gives them, in input order, with
+    the input read as the workers need it: never more than 2 chunks per worker taken
+    and not yet yielded (multiprocessing.Pool.imap would read them all at once)."""
+    monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 3)
+    rng = random.Random(6)
+    chunks = [[' '.join(rng.choice(SPECIAL_WORDS) for _ in range(5))
+               for _ in range(rng.randint(0, 40))] for _ in range(30)]
+    taken, results = [], []
+
+    def stream():
+        for chunk in chunks:
+            taken.append(chunk)
+            yield chunk
+    for ids in tiny.encode_chunks(stream()):
+        results.append(ids)
+        assert len(taken) - (len(results) - 1) <= 2 * 3  # the one just yielded included
+    assert results == [tiny.encode_serial(chunk, verbose=False) for chunk in chunks]
+
+
+def test_encode_chunks_workers_ignore_signals_and_are_reaped_when_closed(tiny, monkeypatch):
+    """SIGINT and SIGTERM sent to the workers change nothing: what to do about them is the
+    parent's business (and its handlers, inherited by fork, are not theirs to run).
+    Closing the stream early kills and reaps them: no child is left, not even a zombie."""
+    monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 2)
+    before = children()
+    expected = tiny.encode_serial(['hello ab'] * 10, verbose=False)
+    stream = tiny.encode_chunks(['hello ab'] * 10 for _ in range(40))
+    assert next(stream) == expected
+    workers = children() - before
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+    assert [next(stream) for _ in range(20)] == [expected] * 20
+    assert children() - before == workers
+    stream.close()
+    assert children() - before == set()
+
+
+def test_encode_chunks_raises_a_worker_s_error_or_death(tiny, monkeypatch):
+    monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 2)
+    before = children()
+
+    def encode_serial(texts, verbose):  # runs in the workers
+        if texts == ['bad']:
+            raise ValueError('a bad text')
+        if texts == ['exit']:
+            os._exit(3)
+        return [[1]] * len(texts)
+    monkeypatch.setattr(tiny, 'encode_serial', encode_serial)
+    with pytest.raises(RuntimeError, match='ValueError: a bad text'):
+        list(tiny.encode_chunks([['a'], ['bad'], ['c']]))
+    with pytest.raises(RuntimeError, match=r'ended unexpectedly \(exit status 3\)'):
+        list(tiny.encode_chunks([['a'], ['exit'], ['c']]))
+    assert children() == before
 
 
 def test_verbose_shows_progress(tiny, capsys):
