@@ -115,6 +115,18 @@ def write_char_vocab(folder, n_vocab=None):
     return encoder_path, bpe_path, len(pieces)
 
 
+def blank_english():
+    """spaCy's blank English pipeline, for its tokenizer."""
+    # Imported here, not with the module: a run whose encoded data are cached, and the
+    # vocabulary helpers above, need neither spaCy nor its 2 s of loading.
+    import spacy
+    nlp = spacy.blank('en')
+    # Lexeme attributes (shape, stop word, ...) never change where the tokenizer
+    # splits, and computing them for each new word was half of spaCy's time.
+    nlp.vocab.lex_attr_getters = {}
+    return nlp
+
+
 def load_bpe_ranks(bpe_path):
     """Merge -> rank; a repeated merge keeps its last rank, as OpenAI read it."""
     return {merge: rank for rank, merge in enumerate(read_bpe_merges(bpe_path))}
@@ -131,13 +143,7 @@ class TextEncoder:
     """
 
     def __init__(self, encoder_path, bpe_path):
-        # Imported here, not with the module: a run whose encoded data are cached, and the
-        # vocabulary helpers below, need neither spaCy nor its 2 s of loading.
-        import spacy
-        self.nlp = spacy.blank('en')
-        # Lexeme attributes (shape, stop word, ...) never change where the tokenizer
-        # splits, and computing them for each new word was half of spaCy's time.
-        self.nlp.vocab.lex_attr_getters = {}
+        self.nlp = blank_english()
         with open(encoder_path, encoding='utf-8') as f:
             self.encoder = json.load(f)
         self.decoder = {v: k for k, v in self.encoder.items()}
@@ -250,6 +256,13 @@ class TextEncoder:
                                      if p and p not in spans))
         return [self.encode_standardized(text) for text in texts]
 
+    def forget(self):
+        """Drops what the encoder has learnt of the words it has seen: its caches of
+        spans, token ids and BPE, and spaCy's (a fresh tokenizer). They only save work,
+        and grow by about 1 KB with each new span."""
+        self.nlp = blank_english()
+        self.cache, self.ids_cache, self.spans = {}, {}, {}
+
     def encode_parallel(self, texts, verbose):
         """encode() through encode_chunks, CHUNK texts at a time."""
         chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
@@ -263,8 +276,9 @@ class TextEncoder:
 
         The work is spread over one forked worker process per usable CPU (done here where
         there is one), each with this encoder as it is at the first next(). Memory stays
-        bounded however long the stream: chunks is read only as workers free up, and at
-        most 2 chunks per worker are taken from it and not yet yielded.
+        bounded however long the stream: chunks is read only as workers free up, at most
+        2 chunks per worker are taken from it and not yet yielded, and an encoder whose
+        caches outgrow STREAM_CACHE_SPANS forgets them (forget) before its next chunk.
 
         Interrupting is this process's business: the workers ignore SIGINT and SIGTERM,
         so the exception a handler of this process raises (KeyboardInterrupt, train.py's
@@ -276,7 +290,7 @@ class TextEncoder:
                   leave=False, disable=not verbose) as bar:
             n_workers = usable_cpus()
             if n_workers < 2:
-                results = (self.encode_serial(chunk, verbose=False) for chunk in chunks)
+                results = (_encode_chunk(self, chunk) for chunk in chunks)
             else:
                 results = _Workers(self, n_workers).ordered(chunks, window=2 * n_workers)
             with contextlib.closing(results):
@@ -287,6 +301,9 @@ class TextEncoder:
 
 # Texts per chunk that encode() hands to a worker at a time.
 CHUNK = 1000
+# Distinct spans an encoder keeps in its caches over a stream before it forgets them:
+# about 0.5 GB per worker.
+STREAM_CACHE_SPANS = 500_000
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -374,13 +391,21 @@ def _serve(encoder, conn):
         except EOFError:
             return
         try:
-            reply = True, encoder.encode_serial(texts, verbose=False)
+            reply = True, _encode_chunk(encoder, texts)
         except Exception:
             reply = False, traceback.format_exc()
         try:
             conn.send(reply)
         except (BrokenPipeError, ConnectionResetError):
             return
+
+
+def _encode_chunk(encoder, texts):
+    """A stream's chunk through encode_serial, the encoder's caches forgotten first where
+    they have grown past STREAM_CACHE_SPANS: a corpus has ever more distinct words."""
+    if len(encoder.spans) > STREAM_CACHE_SPANS:
+        encoder.forget()
+    return encoder.encode_serial(texts, verbose=False)
 
 
 class _Workers:

@@ -368,6 +368,25 @@ def test_encode_chunks_raises_a_worker_s_error_or_death(tiny, monkeypatch):
     assert children() == before
 
 
+def test_encode_chunks_forgets_caches_grown_past_the_bound(tiny, tiny_ref, monkeypatch):
+    """Over a stream, an encoder's caches (which grow with each new word) are dropped
+    once past STREAM_CACHE_SPANS, before the next chunk, here and in the workers alike;
+    the ids stay the reference's."""
+    monkeypatch.setattr(text_utils, 'STREAM_CACHE_SPANS', 60)
+    rng = random.Random(7)
+    chunks = [[' '.join(''.join(rng.choice('abcehlo') for _ in range(6)) for _ in range(5))
+               for _ in range(10)] for _ in range(6)]  # about 50 new spans each
+    expected = [tiny_ref.encode(chunk) for chunk in chunks]
+    monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 1)
+    sizes = []
+    for ids, chunk in zip(tiny.encode_chunks(chunks), expected):
+        assert ids == chunk
+        sizes.append(len(tiny.spans))
+    assert max(sizes) <= 60 + 50 and any(b < a for a, b in zip(sizes, sizes[1:])), sizes
+    monkeypatch.setattr(text_utils, 'usable_cpus', lambda: 2)
+    assert list(tiny.encode_chunks(chunks)) == expected
+
+
 def test_verbose_shows_progress(tiny, capsys):
     tiny.encode(['hello'] * 3, verbose=True)
     assert '/3 [' in capsys.readouterr().err
