@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 import runs
@@ -103,13 +104,15 @@ def paragraphs(path):
 
 
 def chunks_of(files, size, bar=None):
-    """The paragraphs of files in order, size at a time; bar counts the bytes read."""
+    """The paragraphs of files in order, size at a time, read as they are needed (a
+    file is never held whole); bar counts the bytes read."""
     chunk = []
     for path in files:
-        chunk += paragraphs(path)
-        while len(chunk) >= size:
-            yield chunk[:size]
-            chunk = chunk[size:]
+        for paragraph in paragraphs(path):
+            chunk.append(paragraph)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
         if bar is not None:
             bar.update(os.path.getsize(path))
     if chunk:
@@ -278,11 +281,16 @@ def model_config(args):
                   resid_pdrop=args.resid_pdrop, clf_pdrop=0.0)
 
 
-def lm_loss(model, x):
-    """The mean next-token loss over the windows x (N, seq, 2), its head fused with the
-    cross-entropy (loss.LinearCrossEntropy): no float32 copy of the logits."""
-    rows = model(x, lm='rows')
-    return linear_cross_entropy(rows.h, rows.we, x[:, 1:, 0].reshape(-1)).mean()
+def lm_loss(model, x, fused=True):
+    """The mean next-token loss over the windows x (N, seq, 2). Fused, the LM head is
+    computed with the cross-entropy (loss.LinearCrossEntropy): no float32 copy of the
+    logits. Under fp16 it is not (the scaler needs the logits' gradient in fp16)."""
+    targets = x[:, 1:, 0].reshape(-1)
+    if fused:
+        rows = model(x, lm='rows')
+        return linear_cross_entropy(rows.h, rows.we, targets).mean()
+    logits = model(x)[:, :-1]
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets)
 
 
 class LMTrainer(runs.Updater):
@@ -291,6 +299,7 @@ class LMTrainer(runs.Updater):
     def __init__(self, args, dd, model, n_updates_total, n_vocab):
         super().__init__(args, dd, model, n_updates_total)
         self.n_vocab = n_vocab
+        self.fused = self.amp_dtype != torch.float16  # see lm_loss
 
     def inputs(self, stream, starts):
         x = window_inputs(stream.windows(starts, self.args.n_ctx), self.n_vocab)
@@ -303,7 +312,7 @@ class LMTrainer(runs.Updater):
                                n_update)
 
     def step(self, x):
-        loss = lm_loss(self.model, x)
+        loss = lm_loss(self.model, x, self.fused)
         with self.full_precision():
             loss = loss.float() / self.accum
             self.scaler.scale(loss).backward()
@@ -318,7 +327,7 @@ class LMTrainer(runs.Updater):
         with self.autocast():
             for i in range(0, len(share), self.args.n_batch_eval):
                 x = self.inputs(stream, share[i:i + self.args.n_batch_eval])
-                total += lm_loss(self.module, x).item() * len(x)
+                total += lm_loss(self.module, x, self.fused).item() * len(x)
         self.module.train()
         return sum(self.dd.gather(total)) / len(starts)
 

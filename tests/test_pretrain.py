@@ -142,6 +142,7 @@ def test_loss_equals_the_plain_lm_loss_over_the_windows():
     want = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
                            tokens[:, 1:].reshape(-1))
     assert torch.allclose(pretrain.lm_loss(model, x).double(), want, atol=1e-6)
+    assert torch.allclose(pretrain.lm_loss(model, x, fused=False).double(), want, atol=1e-6)
 
 
 def params_of(save_dir, desc='tiny'):
