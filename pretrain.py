@@ -705,7 +705,7 @@ def checked_run(args, dd, folder):
     args.lr_warmup = min(1.0, args.warmup_updates / plan)
     trainer = LMTrainer(args, dd, model, plan, n_vocab)
     current = settings(args, dd.world, dict(
-        plan=plan, n_vocab=n_vocab, corpus=[s.path for s in streams],
+        plan=plan, n_vocab=n_vocab, corpus=[os.path.basename(s.path) for s in streams],
         vocabulary=[file_digest(args.encoder_path), file_digest(args.bpe_path)]))
     if dd.main:
         epochs = plan * args.update_batch * args.n_ctx / streams[0].n_tokens

@@ -1,6 +1,6 @@
 """The CUDA paths: autocast in bf16 and fp16 (with the gradient scaler), the CUDA random
 generators in checkpoints and --resume, the fast paths, --compile, and NCCL across two
-GPUs. Skipped without CUDA. Run with `python -m pytest -m cuda`; on a machine without
+GPUs, and pretrain.py under autocast. Skipped without CUDA. Run with `python -m pytest -m cuda`; on a machine without
 spaCy, point GPT1_TEST_CACHE at a cache folder that holds the tiny run's encoding."""
 import os
 import socket
@@ -14,6 +14,7 @@ import torch
 import runs
 import train
 from conftest import REPO, fails, read_log, terminated_at
+from test_pretrain import corpus_run  # noqa: F401 (a fixture)
 from tiny_trainer import make_trainer, tiny_stories
 
 pytestmark = [pytest.mark.cuda,
@@ -124,3 +125,17 @@ def test_two_nccl_processes_equal_one(cuda_run, tmp_path):
     a, b = final_state(tmp, 'single')['model'], final_state(tmp, 'nccl')['model']
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_pretraining_under_autocast_stays_close_to_float32(corpus_run, amp):
+    """pretrain.py on the GPU in float32 and under autocast (fp16: the logits' loss
+    through the gradient scaler; bf16: the fused loss): validation losses within 0.05."""
+    import pretrain
+    tmp, argv = corpus_run
+    argv = [a for a in argv]
+    argv[argv.index('--device') + 1] = 'cuda'
+    pretrain.main(argv + ['--desc', 'fp32'])
+    pretrain.main(argv + ['--desc', amp, '--amp', amp])
+    a, b = (read_log(tmp / 'log' / f'{d}.jsonl')[-1] for d in ('fp32', amp))
+    assert abs(a['va_loss'] - b['va_loss']) < 0.05 and a['va_loss'] != b['va_loss']

@@ -307,3 +307,16 @@ def test_two_processes_under_torchrun_equal_one(corpus_run):
     for a, b in zip(*logs):
         assert a['va_loss'] == pytest.approx(b['va_loss'], abs=1e-5)
         assert a['tr_loss'] == pytest.approx(b['tr_loss'], abs=1e-5)
+
+
+def test_validation_documents_are_never_trained_on(tmp_path):
+    corpus = write_corpus(str(tmp_path / 'corpus'), n_files=6, n_paragraphs=1)
+    files = pretrain.corpus_files(corpus)
+    train_docs, valid_docs = pretrain.split_documents(files, corpus, ['book2.txt'], 0.5)
+    assert [os.path.basename(f) for f in valid_docs] == ['book2.txt']
+    assert sorted(train_docs + valid_docs) == files and not set(train_docs) & set(valid_docs)
+    # a share: the same documents each time, at least one, none in both
+    shares = [pretrain.split_documents(files, corpus, None, 0.34) for _ in range(2)]
+    assert shares[0] == shares[1] and len(shares[0][1]) == 2
+    assert not set(shares[0][0]) & set(shares[0][1])
+    assert len(pretrain.split_documents(files, corpus, None, 0.01)[1]) == 1
