@@ -8,6 +8,7 @@ installed), each in a process of its own.
     python bench.py --n_layer 2 --steps 2  # a quick look
     python bench.py --impl transformers    # one implementation
     python bench.py --profile fast:bf16    # where one configuration spends its time
+    python bench.py --pretrain             # a pre-training update (below)
     python bench.py --text --data_dir data/ [--openai_dir path/to/finetune-transformer-lm]
 
 Reports the median time per update, stories/s, useful GFLOP/s (real tokens only: the body
@@ -16,6 +17,16 @@ device's measured matmul peak, and peak memory; the ratios are against transform
 same precision and against this port's reference path in float32, all measured in the same
 run. On CUDA it adds what a GPU table needs: memory per story, the largest batch that fits,
 and the time of OpenAI's 3-epoch ROCStories run (1497 stories, 32 per update) at that speed.
+
+--pretrain times a pre-training update instead, on random windows of a token stream read
+as pretrain.py reads them (every token real): this port's, pretrain.LMTrainer's update (the
+fused LM loss, OpenAIAdam), against transformers' OpenAIGPTLMHeadModel (labels=input_ids,
+its own loss) with torch's AdamW, in tokens/s; the useful FLOPs are 6 per weight per token
+for the body and the tied LM head (the vocabulary's rows, at the positions that predict),
+and causal attention, counted as for fine-tuning.
+
+    python bench.py --pretrain                             # 12 x 768, 2 windows of 512
+    python bench.py --pretrain --device cuda --n_batch 64  # the paper's update
 
 --text times the text pipeline instead, on every ROCStories field (stories and both
 endings of the two CSVs): our TextEncoder, cold (built fresh, as in a first training run)
@@ -39,6 +50,7 @@ import numpy as np
 import torch
 
 import datasets
+import pretrain
 import tasks
 import runs
 import train
@@ -46,6 +58,8 @@ from utils import Parser, Ragged, keep_freed_memory
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('reference', 'fast', 'transformers')
+PRETRAIN_IMPLS = ('fast', 'transformers')
+PRETRAIN_BATCH = 2  # windows per update by default: a few minutes on 2 CPU cores
 
 
 def parse_args(argv=None):
@@ -53,7 +67,12 @@ def parse_args(argv=None):
     p.add_argument('--n_layer', type=int, default=12)
     p.add_argument('--n_embd', type=int, default=768)
     p.add_argument('--n_head', type=int, default=12)
-    p.add_argument('--n_batch', type=int, default=8, help='stories per update')
+    p.add_argument('--n_batch', type=int, default=None,
+                   help=f'stories per update (default 8); with --pretrain, windows per update '
+                        f'(default {PRETRAIN_BATCH})')
+    p.add_argument('--pretrain', action='store_true',
+                   help='time a pre-training update of --n_batch windows of --n_ctx tokens')
+    p.add_argument('--n_ctx', type=int, default=512, help='with --pretrain: tokens per window')
     p.add_argument('--steps', type=int, default=3, help='timed updates (after one warm-up)')
     p.add_argument('--data_dir', default='data/', help='ROCStories CSVs, for real lengths')
     p.add_argument('--cache_dir', default='cache/', help='their encoding, as train.py caches it')
@@ -79,7 +98,11 @@ def parse_args(argv=None):
     p.add_argument('--openai_dir', default=None,
                    help="with --text: a checkout of OpenAI's finetune-transformer-lm, to time its encoder")
     p.add_argument('--rounds', type=int, default=2, help='with --text: best of this many')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.pretrain and args.impl == 'reference':
+        p.error('--impl reference: pre-training has one path of this port (fast)')
+    args.n_batch = args.n_batch or (PRETRAIN_BATCH if args.pretrain else 8)
+    return args
 
 
 def matmul_peak(dtype, device, n=3):
@@ -181,8 +204,7 @@ def transformers_peer(args, dtype, split, n_ctx):
     torch.manual_seed(0)
     model = transformers.OpenAIGPTDoubleHeadsModel(cfg).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01)
-    autocast = lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16,
-                                      enabled=dtype == 'bf16')
+    autocast = lambda: peer_autocast(args, dtype)
 
     def batch(rows):
         x, m = INPUTS(split, rows, max_length=n_ctx)
@@ -196,12 +218,7 @@ def transformers_peer(args, dtype, split, n_ctx):
         model.train()
         with autocast():
             out = model(input_ids=ids, mc_token_ids=mc_token_ids, labels=labels, mc_labels=y)
-        loss = out.mc_loss + 0.5 * out.loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return peer_step(model, opt, out.mc_loss + 0.5 * out.loss)
 
     @torch.no_grad()
     def logits(rows):
@@ -210,6 +227,67 @@ def transformers_peer(args, dtype, split, n_ctx):
         with autocast():
             return model(input_ids=ids, mc_token_ids=mc_token_ids).mc_logits.float().cpu()
     return update, logits
+
+
+def peer_autocast(args, dtype):
+    return torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16,
+                          enabled=dtype == 'bf16')
+
+
+def peer_step(model, opt, loss):
+    """transformers' users' update from loss: backward, gradients clipped to norm 1, the
+    optimizer's step; returns the loss."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def token_stream(folder, n_tokens=1 << 20):
+    """A stream of random token ids in a file of folder, as pretrain.py maps its corpus
+    (the model's cost depends on the window sizes, not on the ids)."""
+    path = os.path.join(folder, 'stream.tokens')
+    np.random.default_rng(0).integers(0, N_VOCAB, n_tokens, dtype=np.uint16).tofile(path)
+    return pretrain.TokenStream(path, n_tokens, 'uint16')
+
+
+def lm_trainer(args, dtype, stream):
+    """update(starts, n_update) of a pretrain.LMTrainer as pretrain.py builds it, with its
+    defaults (the paper's optimizer settings) over a notional 1000 updates: the windows at
+    starts in one pass."""
+    pargs = pretrain.parse_args(['--corpus', stream.path, '--n_layer', str(args.n_layer),
+                                 '--n_embd', str(args.n_embd), '--n_head', str(args.n_head),
+                                 '--n_ctx', str(args.n_ctx), '--update_batch', str(args.n_batch),
+                                 '--n_batch', str(args.n_batch), '--device', args.device,
+                                 '--amp', 'bf16' if dtype == 'bf16' else 'none']
+                                + (['--compile'] if args.compile else []))
+    plan = 1000
+    pargs.lr_warmup = min(1.0, pargs.warmup_updates / plan)
+    torch.manual_seed(0)
+    model = pretrain.build_model(pargs, N_VOCAB).to(args.device)
+    trainer = pretrain.LMTrainer(pargs, runs.Distributed(args.device), model, plan, N_VOCAB)
+    return lambda starts, n: trainer.update_windows(stream, starts, n).item()
+
+
+def transformers_lm(args, dtype, stream):
+    """update(starts, n_update) of transformers' OpenAIGPTLMHeadModel on the same windows, as its
+    users pre-train it: labels=input_ids (its own shifted loss), AdamW with pretrain.py's
+    learning rate and weight decay, gradients clipped to norm 1."""
+    import transformers
+    cfg = transformers.OpenAIGPTConfig(vocab_size=N_VOCAB, n_positions=args.n_ctx,
+                                       n_embd=args.n_embd, n_layer=args.n_layer,
+                                       n_head=args.n_head, afn='gelu')
+    torch.manual_seed(0)
+    model = transformers.OpenAIGPTLMHeadModel(cfg).to(args.device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2.5e-4, weight_decay=0.01)
+
+    def update(starts, n):
+        ids = torch.from_numpy(stream.windows(starts, args.n_ctx)).to(args.device)
+        with peer_autocast(args, dtype):
+            loss = model(input_ids=ids, labels=ids).loss
+        return peer_step(model, opt, loss)
+    return update
 
 
 def useful_gflop(M, n_layer, n_embd, vocab):
@@ -239,16 +317,9 @@ def run_one(args, impl, dtype):
     else:
         update, logits = ours(args, dtype, impl, split, n_ctx)
     n = len(split.labels)
-    profiler = torch.profiler.profile() if args.profile else contextlib.nullcontext()
-    times, evals = [], []
-    for step in range(args.steps + 1):
-        rows = np.arange(step * args.n_batch, (step + 1) * args.n_batch) % n
-        with profiler if step else contextlib.nullcontext():  # the first is a warm-up
-            times.append(timed(lambda: update(rows), args.device))
-            evals.append(timed(lambda: logits(rows), args.device))
-    if args.profile:
-        by = 'self_device_time_total' if args.device.startswith('cuda') else 'self_cpu_time_total'
-        print(profiler.key_averages().table(sort_by=by, row_limit=25), file=sys.stderr)
+    rows = lambda step: np.arange(step * args.n_batch, (step + 1) * args.n_batch) % n
+    times, evals = timed_steps(args, lambda step: update(rows(step)),
+                               lambda step: logits(rows(step)))
     rows = np.arange(args.n_batch * (args.steps + 1)) % n
     body, lm = useful_gflop(INPUTS(split, rows)[1], args.n_layer, args.n_embd,
                             N_VOCAB + 3 + n_ctx)
@@ -259,6 +330,41 @@ def run_one(args, impl, dtype):
                 stories_per_s=args.n_batch / t, eval_stories_per_s=args.n_batch / te,
                 gflops=per_update / t, body_gflop=3 * body / (args.steps + 1),
                 lm_gflop=3 * lm / (args.steps + 1), peak_gib=peak_memory(args.device))
+
+
+def timed_steps(args, *fns):
+    """The seconds of each fn(step), for steps 0 (a warm-up) to --steps; with --profile,
+    prints where the steps after the warm-up spent their time."""
+    profiler = torch.profiler.profile() if args.profile else contextlib.nullcontext()
+    times = [[] for _ in fns]
+    for step in range(args.steps + 1):
+        with profiler if step else contextlib.nullcontext():
+            for seconds, fn in zip(times, fns):
+                seconds.append(timed(lambda: fn(step), args.device))
+    if args.profile:
+        by = 'self_device_time_total' if args.device.startswith('cuda') else 'self_cpu_time_total'
+        print(profiler.key_averages().table(sort_by=by, row_limit=25), file=sys.stderr)
+    return times
+
+
+def run_pretrain(args, impl, dtype):
+    """A pre-training update's time (the median after a warm-up), speed and peak memory;
+    each update on the windows pretrain.py would draw for it."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if not args.default_malloc:
+        keep_freed_memory()
+    with tempfile.TemporaryDirectory() as folder:
+        stream = token_stream(folder)
+        update = (lm_trainer if impl == 'fast' else transformers_lm)(args, dtype, stream)
+        starts = lambda step: pretrain.update_starts(0, step + 1, args.n_batch, stream.n_tokens,
+                                                     args.n_ctx)
+        times, = timed_steps(args, lambda step: update(starts(step), step + 1))
+    body, lm = useful_gflop(np.ones((args.n_batch, args.n_ctx)), args.n_layer, args.n_embd,
+                            N_VOCAB)
+    t = float(np.median(times[1:]))
+    return dict(impl=impl, dtype=dtype, update_s=t, first_update_s=times[0],
+                tokens_per_s=args.n_batch * args.n_ctx / t, gflops=3 * (body + lm) / t,
+                body_gflop=3 * body, lm_gflop=3 * lm, peak_gib=peak_memory(args.device))
 
 
 def timed(fn, device):
@@ -421,10 +527,10 @@ def report_capacity(found):
 def configurations(args, peaks):
     """(impl, dtype) to time: bf16 only where the device multiplies it faster than fp32
     (or with --force_bf16), transformers only where it is installed."""
-    impls = IMPLS if args.impl == 'all' else (args.impl,)
+    impls = (PRETRAIN_IMPLS if args.pretrain else IMPLS) if args.impl == 'all' else (args.impl,)
     if args.impl == 'all' and importlib.util.find_spec('transformers') is None:
         print('transformers: skipped, not installed')
-        impls = impls[:2]
+        impls = impls[:-1]
     dtypes = ['fp32']
     if peaks['bf16'] > peaks['fp32'] or args.force_bf16:
         dtypes.append('bf16')
@@ -465,6 +571,26 @@ def report(results, peaks):
               f'{ratio(ref)} |')
 
 
+def report_pretrain(results, peaks):
+    first = results[0]
+    print(f'useful work per update: body {first["body_gflop"]:.0f} GFLOP, LM head '
+          f'{first["lm_gflop"]:.0f} GFLOP')
+    print('| impl | dtype | s/update | tokens/s | useful GFLOP/s | % of peak | peak mem GiB '
+          '| vs transformers |')
+    print('|---|---|---|---|---|---|---|---|')
+    if any(r['first_update_s'] > 2 * r['update_s'] for r in results):
+        print('first update (compiling, warming up): ' + ', '.join(
+            f'{r["impl"]} {r["dtype"]} {r["first_update_s"]:.1f} s' for r in results))
+    for r in results:
+        peer = next((p for p in results if (p['impl'], p['dtype']) == ('transformers', r['dtype'])),
+                    None)
+        name = 'pretrain.py' if r['impl'] == 'fast' else r['impl']
+        print(f'| {name} | {r["dtype"]} | {r["update_s"]:.2f} | {r["tokens_per_s"]:.0f} | '
+              f'{r["gflops"]:.0f} | {100 * r["gflops"] / peaks[r["dtype"]]:.0f}% | '
+              f'{r["peak_gib"]:.2f} | '
+              + (f'{peer["update_s"] / r["update_s"]:.2f}x |' if peer else '- |'))
+
+
 def main(argv=None):
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
@@ -475,20 +601,22 @@ def main(argv=None):
         return
     if args.only or args.profile:
         impl, dtype = (args.only or args.profile).split(':')
-        print(json.dumps(run_one(args, impl, dtype)))
+        print(json.dumps((run_pretrain if args.pretrain else run_one)(args, impl, dtype)))
         return
     peaks = {d: matmul_peak(getattr(torch, {'fp32': 'float32', 'bf16': 'bfloat16'}[d]), args.device)
              for d in ('fp32', 'bf16')}
     device = torch.cuda.get_device_name() if args.device.startswith('cuda') else \
         f'{cpu_name()}, {torch.get_num_threads()} threads'
+    batch = (f'{args.n_batch} windows of {args.n_ctx} tokens' if args.pretrain else
+             f'{args.n_batch} stories x 2 endings')
     print(f'device: {device}; torch {torch.__version__}; {args.n_layer} layers, {args.n_embd} wide, '
-          f'{args.n_batch} stories x 2 endings per update')
+          f'{batch} per update')
     print(f'measured matmul peak: fp32 {peaks["fp32"]:.0f} GFLOP/s, bf16 {peaks["bf16"]:.0f} GFLOP/s')
     print("malloc: glibc's defaults" if args.default_malloc else
           'malloc: keeping freed memory (utils.keep_freed_memory), for every implementation')
-    report([in_own_process(argv, impl, dtype) for impl, dtype in configurations(args, peaks)],
-           peaks)
-    if args.device.startswith('cuda'):
+    results = [in_own_process(argv, impl, dtype) for impl, dtype in configurations(args, peaks)]
+    (report_pretrain if args.pretrain else report)(results, peaks)
+    if args.device.startswith('cuda') and not args.pretrain:
         report_capacity(in_own_process(argv, 'capacity', None))
 
 
