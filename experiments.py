@@ -591,6 +591,7 @@ def layer_figure(results, path):
         for split, style in (('valid', '-'), ('train', '--')):
             ax.plot(x, [np.nan if p[split] is None else p[split] for p in points], style,
                     marker='o', color=f'C{i}', label=f'{column(t)} {split}')
+    ax.set_xticks(range(results['n_layer'] + 1))
     ax.set_xlabel('number of layers transferred')
     ax.set_ylabel('score (%)')
     ax.grid(alpha=0.3)

@@ -273,3 +273,11 @@ def test_bad_input_is_refused_before_any_run(world, tmp_path, capsys, monkeypatc
     said_code, said = refused(argv, capsys, monkeypatch)
     assert said_code == code and said.startswith('experiments.py') and words in said, said
     assert not (tmp_path / 'out').exists()
+
+
+def test_runs_recorded_with_other_settings_are_refused(world, ablations, capsys, monkeypatch):
+    out, _ = ablations
+    code, said = refused(command(world, 'ablations', 'rocstories,cola', out, '--lr', '2e-3'),
+                         capsys, monkeypatch)
+    assert code == 1 and 'holds run rocstories-full made with other settings (lr: then ' \
+                         '0.001, now 0.002)' in said
