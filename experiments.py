@@ -599,13 +599,9 @@ def layer_figure(results, path):
     save_figure(fig, path)
 
 
-WRITERS = {'ablations': (ablation_results, ablation_table, ablation_figure),
-           'layers': (layer_results, layer_table, layer_figure)}
-
-
 def results_writer(opts, plan, ledger):
-    """write(figures): the results of the runs done so far, as JSON and markdown, and
-    with figures the PNG too."""
+    """write(figures): the results of the runs (or zeroshot's units) done so far, as JSON
+    and markdown, and with figures the PNG too."""
     collect, table, draw = WRITERS[opts.experiment]
     base = os.path.join(opts.out, opts.experiment)
 
@@ -792,17 +788,9 @@ def zeroshot_figure(results, path):
     save_figure(fig, path)
 
 
-def zeroshot_writer(opts, units, ledger):
-    base = os.path.join(opts.out, 'zeroshot')
-
-    def write(figures):
-        results = zeroshot_results(opts, units, ledger)
-        write_json(base + '.json', results)
-        write_text(base + '.md', zeroshot_table(results))
-        if figures:
-            zeroshot_figure(results, base + '.png')
-        return results
-    return write
+WRITERS = {'ablations': (ablation_results, ablation_table, ablation_figure),
+           'layers': (layer_results, layer_table, layer_figure),
+           'zeroshot': (zeroshot_results, zeroshot_table, zeroshot_figure)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -872,7 +860,7 @@ def prepare(p, opts, passthrough):
         units, vocabularies, splits = zeroshot_plan(opts)
         for unit in units:
             check_recorded(ledger, unit.name, unit_settings(unit, opts), opts.out)
-        write = zeroshot_writer(opts, units, ledger)
+        write = results_writer(opts, units, ledger)
         return Experiment([u.name for u in units], ledger,
                           lambda: score_units(opts, units, vocabularies, splits, ledger, write),
                           write)
