@@ -79,15 +79,16 @@ def fails(argv, capsys, main=train.main):
     return stop.value.code, out, err
 
 
-def terminated_at(n):
-    """A stand-in for train.Trainer.update that sends this process SIGTERM during update
-    n, as a scheduler would, and otherwise updates."""
-    update = train.Trainer.update
+def terminated_at(n, update=None):
+    """A stand-in for an update method (train.Trainer.update by default; any whose last
+    argument numbers the update) that sends this process SIGTERM during update n, as a
+    scheduler would, and otherwise updates."""
+    update = update or train.Trainer.update
 
-    def terminated(self, split, rows, n_update):
-        if n_update == n:
+    def terminated(self, *args):
+        if args[-1] == n:
             signal.raise_signal(signal.SIGTERM)
-        return update(self, split, rows, n_update)
+        return update(self, *args)
     return terminated
 
 

@@ -1,9 +1,7 @@
 """pretrain.py: the corpus as a token stream, the windows, the loss, runs that stop and
 resume, the model folder it writes, and its refusals of bad input."""
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -16,7 +14,7 @@ import generate
 import pretrain
 import test_errors
 import train
-from conftest import REPO, fails, read_log
+from conftest import REPO, fails, read_log, terminated_at
 from model_pytorch import Config, LMModel, load_openai_pretrained_model
 from text_utils import TextEncoder, write_char_vocab
 
@@ -189,17 +187,6 @@ def test_a_run_writes_a_model_folder_that_every_loader_takes(corpus_run, capsys)
     assert read_log(tmp / 'log' / 'fine.jsonl')[-1]['n_updates'] == 4
 
 
-def terminated_at(n):
-    """LMTrainer.update_windows that sends this process SIGTERM during update n."""
-    update = pretrain.LMTrainer.update_windows
-
-    def terminated(self, stream, starts, n_update):
-        if n_update == n:
-            signal.raise_signal(signal.SIGTERM)
-        return update(self, stream, starts, n_update)
-    return terminated
-
-
 def without_times(log):
     return [{k: v for k, v in r.items() if k not in ('time', 'tokens_per_s')} for r in log]
 
@@ -207,7 +194,8 @@ def without_times(log):
 def test_sigterm_then_resume_ends_as_an_uninterrupted_run(corpus_run, capsys, monkeypatch):
     tmp, argv = corpus_run
     pretrain.main(argv + ['--desc', 'whole', '--save_every', '2'])
-    monkeypatch.setattr(pretrain.LMTrainer, 'update_windows', terminated_at(5))
+    monkeypatch.setattr(pretrain.LMTrainer, 'update_windows',
+                        terminated_at(5, pretrain.LMTrainer.update_windows))
     code, _, err = fails(argv + ['--desc', 'cut', '--save_every', '2'], capsys, pretrain.main)
     assert code == 75 and 'stopped at update 5' in err and '--resume' in err
     monkeypatch.undo()
