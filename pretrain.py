@@ -632,8 +632,10 @@ def load_corpus(args, dd):
         return [encoded_corpus(f'{name}-{split}', docs, args.corpus, args.encoder_path,
                                args.bpe_path, args.cache_dir, verbose)
                 for split, docs in (('train', train_files), ('valid', valid_files))]
-    dd.on_first(lambda: streams(verbose=True))
-    train_stream, valid_stream = streams(verbose=False)
+    # the first process encodes (or finds the cache); the others then read the cache
+    found = []
+    dd.on_first(lambda: found.extend(streams(verbose=True)))
+    train_stream, valid_stream = found or streams(verbose=False)
     for stream, what, flag in ((train_stream, 'training', '--corpus'),
                                (valid_stream, 'validation', '--valid_files')):
         if stream.n_tokens < args.n_ctx + 1:
