@@ -385,6 +385,9 @@ def run_main(prog, work):
     except Interrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # outside StopRequest's reach: before it, or a second Ctrl-C after
+        print(f'{prog}: interrupted', file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except RunError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
     sys.exit(1)

@@ -95,6 +95,18 @@ def test_sigterm_checkpoints_exits_75_and_resumes_exactly(setup, capsys, monkeyp
     assert_same_run(tmp, 'straight', 'term')
 
 
+def test_ctrl_c_outside_the_stop_request_exits_75_in_one_line(capsys):
+    """A Ctrl-C that StopRequest does not catch (before it is entered, or a second one once
+    the run has stopped and handed back the handlers) is said in one line, not a
+    traceback, with the code of an interrupted run."""
+    def work():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as stop:
+        runs.run_main('train.py', work)
+    assert stop.value.code == 75
+    assert capsys.readouterr().err == 'train.py: interrupted\n'
+
+
 def test_interrupts_while_encoding_end_in_one_line_and_leave_no_process(tmp_path):
     """Ctrl-C or SIGTERM while train.py encodes its texts in worker processes, 12 times at
     random moments (SIGINT and SIGTERM, to the run's process alone or to its whole group,
