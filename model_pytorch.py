@@ -123,6 +123,24 @@ class Conv1D(nn.Module):
         return c.view(*x.shape[:-1], self.nf)
 
 
+def attend(q, k, v, scale, p, training):
+    """TF `_attn`: causal mask, softmax scaled by 1/sqrt(head size) when scale, then
+    dropout on the attention weights. q, k, v are (N, head, seq, head size)."""
+    s = None if scale else 1.0
+    if not training or p == 0 or q.device.type != 'cpu' or torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=s,
+                                              dropout_p=p if training else 0.0)
+    # On the CPU torch's fused kernel cannot drop out: it falls back to a plain path that
+    # draws the mask with torch.bernoulli and took twice this one's time.
+    if scale:
+        q = q * (1 / math.sqrt(q.size(-1)))  # on q, the smaller: the same, exactly, for 64
+    w = torch.matmul(q, k.transpose(-1, -2))
+    t = w.size(-1)
+    w = w.masked_fill(torch.ones(t, t, dtype=torch.bool, device=w.device).triu_(1), -math.inf)
+    w = torch.where(bernoulli_mask(w.shape, 1 - p), torch.softmax(w, -1), 0)
+    return torch.matmul(w, v).mul_(1 / (1 - p))
+
+
 class Attention(nn.Module):
     def __init__(self, nx, n_ctx, cfg, scale=False):
         super().__init__()
@@ -149,12 +167,7 @@ class Attention(nn.Module):
             c = packing.unpack(c)  # attention needs each sequence's own positions
         q, k, v = c.split(x.size(-1), dim=-1)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
-        # TF `_attn`: causal mask, softmax scaled by 1/sqrt(head size) when scale, then
-        # dropout on the attention weights; the fused kernel computes the same function.
-        a = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=None if self.scale else 1.0,
-            dropout_p=self.attn_pdrop if self.training else 0.0)
-        a = self.merge_heads(a)
+        a = self.merge_heads(attend(q, k, v, self.scale, self.attn_pdrop, self.training))
         if packing is not None:
             a = packing.pack(a)
         return self.resid_dropout(self.c_proj(a))

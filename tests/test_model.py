@@ -301,6 +301,34 @@ def test_dropout_is_tf_dropout_and_passes_through_when_off():
     assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
 
 
+@pytest.mark.parametrize('scale', [True, False])
+def test_attention_dropout_is_tf_attn(scale):
+    """Training attention on the CPU (its own path, not torch's kernel) against a float64
+    transcription of TF `_attn`: scores, optional 1/sqrt(head size), the causal mask as
+    w * b - 1e9 * (1 - b), softmax, dropout of the weights with the mask the model drew,
+    weights times values; the gradients of q, k and v too."""
+    torch.manual_seed(9)
+    q, k, v = (torch.randn(2, 3, 7, 5, requires_grad=True) for _ in range(3))
+    torch.manual_seed(10)
+    a = mp.attend(q, k, v, scale, 0.3, training=True)
+    a.backward(torch.ones_like(a))
+    torch.manual_seed(10)
+    keep = mp.bernoulli_mask((2, 3, 7, 7), 0.7).double()
+    assert 0 < keep.mean() < 1
+
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    w = q64 @ k64.transpose(-1, -2)
+    if scale:
+        w = w / math.sqrt(5)
+    b = torch.ones(7, 7, dtype=torch.float64).tril()
+    w = torch.softmax(w * b - 1e9 * (1 - b), -1)
+    expected = (w * keep / 0.7) @ v64
+    expected.backward(torch.ones_like(expected))
+    torch.testing.assert_close(a, expected.float())
+    for x, x64 in zip((q, k, v), (q64, k64, v64)):
+        torch.testing.assert_close(x.grad, x64.grad.float())
+
+
 def test_lm_model_probs_never_choose_positions():
     torch.manual_seed(5)
     model = LMModel(SMALL, vocab=60, n_ctx=16, return_probs=True).eval()
