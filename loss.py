@@ -34,15 +34,14 @@ class LinearCrossEntropy(torch.autograd.Function):
         losses = torch.empty(len(h), dtype=torch.float32, device=h.device)
         grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         for i in range(0, len(h), CHUNK):
-            x = logits[i:i + CHUNK].float()
             t = targets[i:i + CHUNK, None]
-            lse = x.logsumexp(1, keepdim=True)
-            losses[i:i + CHUNK] = (lse - x.gather(1, t)).squeeze(1)
+            # one kernel reads the chunk, in its dtype, and writes float32 log-probabilities
+            logp = torch.log_softmax(logits[i:i + CHUNK], 1, dtype=torch.float32)
+            losses[i:i + CHUNK] = logp.gather(1, t).squeeze(1).neg_()
             if grad:
-                p = x.sub_(lse).exp_()
+                p = logp.exp_()
                 p.scatter_add_(1, t, -torch.ones_like(t, dtype=p.dtype))
-                if p.dtype != logits.dtype:  # in float32, x is the logits themselves
-                    logits[i:i + CHUNK] = p
+                logits[i:i + CHUNK] = p
         ctx.save_for_backward(h, we, logits if grad else None)
         return losses
 
