@@ -327,6 +327,8 @@ def test_attention_dropout_is_tf_attn(scale):
     torch.testing.assert_close(a, expected.float())
     for x, x64 in zip((q, k, v), (q64, k64, v64)):
         torch.testing.assert_close(x.grad, x64.grad.float())
+    # everything dropped, as dropout() and torch's kernel do it
+    assert torch.equal(mp.attend(q, k, v, scale, 1.0, training=True), torch.zeros_like(a))
 
 
 def test_lm_model_probs_never_choose_positions():
