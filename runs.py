@@ -135,16 +135,24 @@ class Distributed:
         return -1 if smallest == none else smallest
 
     def on_first(self, fn):
-        """fn() on the first process alone; when it fails, every process stops."""
-        error = None
+        """fn() on the first process alone, its result returned on every process (it must
+        pickle). Whatever fn raises there, every process stops with the same line."""
+        if self.world == 1:
+            return fn()
+        outcome = [None, None]  # fn's result, or the line of its error
         if self.main:
             try:
-                fn()
+                outcome[0] = fn()
             except RunError as err:
-                error = err
-        if self.any(error is not None):
-            raise RunError(str(error or 'the first process could not start the run'),
-                           together=True)
+                outcome[1] = str(err)
+            except RunStop:
+                raise
+            except Exception as err:  # an OSError or MemoryError would leave the others waiting
+                outcome[1] = f'the first process failed: {type(err).__name__}: {err}'
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[1] is not None:
+            raise RunError(outcome[1], together=True)
+        return outcome[0]
 
 
 class StopRequest:
