@@ -54,6 +54,7 @@ import pretrain
 import tasks
 import runs
 import train
+from corpus import TokenStream
 from utils import Parser, Ragged, keep_freed_memory
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -249,7 +250,7 @@ def token_stream(folder, n_tokens=1 << 20):
     (the model's cost depends on the window sizes, not on the ids)."""
     path = os.path.join(folder, 'stream.tokens')
     np.random.default_rng(0).integers(0, N_VOCAB, n_tokens, dtype=np.uint16).tofile(path)
-    return pretrain.TokenStream(path, n_tokens, 'uint16')
+    return TokenStream(path, n_tokens, 'uint16')
 
 
 def lm_trainer(args, dtype, stream):

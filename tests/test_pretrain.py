@@ -15,6 +15,7 @@ import pretrain
 import test_errors
 import train
 from conftest import REPO, fails, read_log, terminated_at
+from corpus import TokenStream, corpus_files, encoded_corpus, split_documents
 from model_pytorch import Config, LMModel, load_openai_pretrained_model
 from text_utils import TextEncoder, write_char_vocab
 
@@ -58,7 +59,7 @@ def corpus_run(tmp_path):
 def test_windows_are_contiguous_inside_the_stream_and_reproducible(tmp_path):
     path = tmp_path / 'stream.tokens'
     np.arange(1000, dtype=np.uint16).tofile(path)
-    stream = pretrain.TokenStream(str(path), 1000, 'uint16')
+    stream = TokenStream(str(path), 1000, 'uint16')
     starts = pretrain.update_starts(7, 3, 64, 1000, 50)
     assert ((starts >= 0) & (starts <= 950)).all()
     windows = stream.windows(starts, 50)
@@ -101,14 +102,14 @@ def expected_ids(files, encoder, separator):
 def test_corpus_encoding_equals_text_encoder_on_the_paragraphs(tmp_path):
     corpus = write_corpus(str(tmp_path / 'corpus'), n_files=3, n_paragraphs=12)
     encoder_path, bpe_path, _ = write_char_vocab(str(tmp_path / 'vocab'))
-    files = pretrain.corpus_files(corpus)
-    stream = pretrain.encoded_corpus('c', files, corpus, encoder_path, bpe_path,
-                                     str(tmp_path / 'cache'), verbose=False)
+    files = corpus_files(corpus)
+    stream = encoded_corpus('c', files, corpus, encoder_path, bpe_path,
+                            str(tmp_path / 'cache'), verbose=False)
     want = expected_ids(files, TextEncoder(encoder_path, bpe_path), [])
     assert stream.tokens.tolist() == want and len(want) > 1000
     # a second call reads the cache: the same stream, nothing encoded
-    again = pretrain.encoded_corpus('c', files, corpus, encoder_path, bpe_path,
-                                    str(tmp_path / 'cache'), verbose=False)
+    again = encoded_corpus('c', files, corpus, encoder_path, bpe_path,
+                           str(tmp_path / 'cache'), verbose=False)
     assert again.path == stream.path and again.tokens.tolist() == want
 
 
@@ -118,9 +119,9 @@ def test_corpus_encoding_with_openai_vocabulary_separates_paragraphs(tmp_path):
     corpus = write_corpus(str(tmp_path / 'corpus'), n_files=2, n_paragraphs=5)
     with open(os.path.join(corpus, 'book1.txt'), 'a') as f:
         f.write('\n“Naïve café—isn’t it?” she said…\n')
-    files = pretrain.corpus_files(corpus)
-    stream = pretrain.encoded_corpus('c', files, corpus, encoder_path, bpe_path,
-                                     str(tmp_path / 'cache'), verbose=False)
+    files = corpus_files(corpus)
+    stream = encoded_corpus('c', files, corpus, encoder_path, bpe_path,
+                            str(tmp_path / 'cache'), verbose=False)
     encoder = TextEncoder(encoder_path, bpe_path)
     newline = encoder.encoder['\n</w>']
     assert stream.tokens.tolist() == expected_ids(files, encoder, [newline])
@@ -299,12 +300,12 @@ def test_two_processes_under_torchrun_equal_one(corpus_run):
 
 def test_validation_documents_are_never_trained_on(tmp_path):
     corpus = write_corpus(str(tmp_path / 'corpus'), n_files=6, n_paragraphs=1)
-    files = pretrain.corpus_files(corpus)
-    train_docs, valid_docs = pretrain.split_documents(files, corpus, ['book2.txt'], 0.5)
+    files = corpus_files(corpus)
+    train_docs, valid_docs = split_documents(files, corpus, ['book2.txt'], 0.5)
     assert [os.path.basename(f) for f in valid_docs] == ['book2.txt']
     assert sorted(train_docs + valid_docs) == files and not set(train_docs) & set(valid_docs)
     # a share: the same documents each time, at least one, none in both
-    shares = [pretrain.split_documents(files, corpus, None, 0.34) for _ in range(2)]
+    shares = [split_documents(files, corpus, None, 0.34) for _ in range(2)]
     assert shares[0] == shares[1] and len(shares[0][1]) == 2
     assert not set(shares[0][0]) & set(shares[0][1])
-    assert len(pretrain.split_documents(files, corpus, None, 0.01)[1]) == 1
+    assert len(split_documents(files, corpus, None, 0.01)[1]) == 1
