@@ -36,16 +36,16 @@ import urllib.request
 
 from tqdm import tqdm
 
-from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, SHARD_NAMES,
+from model_pytorch import (HF_CONFIG, HF_WEIGHTS, SHARD_NAMES, check_params_shapes,
                            check_shard_total, shard_length, weights_layout)
-from utils import Parser, commit_file, read_bpe_merges, real
+from text_utils import HUB_VOCAB, OPENAI_VOCAB, check_bpe, check_encoder
+from utils import Parser, commit_file, real
 
 DEFAULT_URL = 'https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model/'
 REPO_URL = 'https://github.com/openai/finetune-transformer-lm'
-OPENAI_VOCAB = ['encoder_bpe_40000.json', 'vocab_40000.bpe']
-FILES = OPENAI_VOCAB + ['params_shapes.json'] + SHARD_NAMES
+FILES = list(OPENAI_VOCAB) + ['params_shapes.json'] + SHARD_NAMES
 HUB_REPO = 'openai-community/openai-gpt'
-HUB_FILES = [HF_CONFIG, HF_WEIGHTS[0], HF_VOCAB, HF_MERGES]
+HUB_FILES = [HF_CONFIG, HF_WEIGHTS[0], *HUB_VOCAB]
 # Git blob SHA-1s of the files in OpenAI's repository (what `git ls-tree` shows), so the
 # published files can be checked without shipping a separate checksum list.
 GIT_BLOB_SHA1 = {
@@ -63,9 +63,6 @@ GIT_BLOB_SHA1 = {
     'params_8.npy': 'f980f4b393716f396ae5ae6401708dcf4f270dc9',
     'params_9.npy': 'd389eb2074dd74754444b8062aba78b49f6a9053',
 }
-# sha256 of the content of OpenAI's two vocabulary files as read (vocabulary_differs)
-OPENAI_VOCAB_DIGESTS = ('6a1f32449609d80364e647a36444eabe00de4ded14fa83f665aa2773c525509a',
-                        'a104c2252490e85ad085c6b67dafd4ee2770d77cde757290157652e1e1b2dde3')
 CHUNK = 1 << 20
 # Seconds to connect, and seconds without a byte before a connection counts as broken:
 # long enough for a slow link (a byte a second keeps it going), short enough that
@@ -90,17 +87,6 @@ def missing_files(model_dir='model/'):
     return [name for name in FILES if not os.path.isfile(os.path.join(model_dir, name))]
 
 
-def vocabulary_paths(model_dir='model/'):
-    """(encoder_path, bpe_path) of the BPE vocabulary in model_dir: OpenAI's
-    encoder_bpe_40000.json and vocab_40000.bpe, or, in a folder that lacks the first but
-    has the Hub's vocab.json, vocab.json and merges.txt (the same files under the Hub's
-    names). OpenAI's when neither is there, so that a message names what is missing."""
-    hub = (not os.path.isfile(os.path.join(model_dir, OPENAI_VOCAB[0]))
-           and os.path.isfile(os.path.join(model_dir, HF_VOCAB)))
-    names = [HF_VOCAB, HF_MERGES] if hub else OPENAI_VOCAB
-    return tuple(os.path.join(model_dir, name) for name in names)
-
-
 def git_blob_sha1(path):
     """The SHA-1 git gives the file's content (sha1 of b'blob <size>\\0' + content)."""
     sha = hashlib.sha1(b'blob %d\0' % os.path.getsize(path))
@@ -108,108 +94,6 @@ def git_blob_sha1(path):
         for chunk in iter(lambda: f.read(CHUNK), b''):
             sha.update(chunk)
     return sha.hexdigest()
-
-
-def _load_json(path):
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path} is not valid JSON ({err})') from None
-
-
-def _check_shapes(path):
-    """OpenAI's params_shapes.json: the positions [n_ctx, n_embd], the tokens [n_vocab,
-    n_embd], then 12 tensors per block, each shape a list of sizes."""
-    shapes = _load_json(path)
-    if not (isinstance(shapes, list) and all(
-            isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shapes)):
-        raise ValueError(f'{path} is not a list of tensor shapes (lists of whole numbers)')
-    if not (len(shapes) >= 2 and len(shapes) % 12 == 2 and len(shapes[0]) == len(shapes[1]) == 2
-            and shapes[0][1] == shapes[1][1]):
-        raise ValueError(f"{path} does not lay out OpenAI's model: expected [n_ctx, n_embd], "
-                         '[n_vocab, n_embd], then 12 shapes per block; found '
-                         f'{len(shapes)} shapes, starting {shapes[:2]}')
-
-
-def _check_encoder(path):
-    """A JSON object from BPE tokens to the ids 0..n-1, each once (the embedding's rows);
-    returns n."""
-    encoder = _load_json(path)
-    if not (isinstance(encoder, dict) and encoder
-            and all(type(v) is int for v in encoder.values())):
-        raise ValueError(f'{path} is not a map from BPE tokens to ids (a JSON object of '
-                         'whole numbers)')
-    if sorted(encoder.values()) != list(range(len(encoder))):
-        raise ValueError(f'{path}: its {len(encoder)} tokens must have the ids 0 to '
-                         f'{len(encoder) - 1}, each once (the rows of the embedding)')
-    return len(encoder)
-
-
-def _check_bpe(path):
-    """A version header, then one merge of two symbols per line."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            header = f.readline()
-        merges = read_bpe_merges(path)
-    except UnicodeDecodeError as err:
-        raise ValueError(f'{path} is not UTF-8 text ({err})') from None
-    if not header:
-        raise ValueError(f'{path} is empty: expected a version header, then one BPE merge '
-                         'a line')
-    # The first line is skipped as the header, whatever it holds: a merge there is lost.
-    if not header.startswith('#'):
-        raise ValueError(f"{path}: line 1 is not a version header such as '#version: 0.2' "
-                         '(the first line is skipped)')
-    if not merges:
-        raise ValueError(f'{path} holds no BPE merges (a header line, then one merge a line)')
-    bad = next((i for i, merge in enumerate(merges, 2) if len(merge) != 2), None)
-    if bad is not None:
-        raise ValueError(f'{path}: line {bad} is not a BPE merge (two symbols)')
-
-
-def check_vocabulary_and_weights(encoder_path, bpe_path, model_dir=None):
-    """Checks, before anything heavy loads, the files that train.py, generate.py,
-    zeroshot.py and pretrain.py read first, and returns the vocabulary's size.
-
-    encoder_path: the BPE tokens' JSON (encoder_bpe_40000.json or the Hub's vocab.json), an
-    object from tokens to the ids 0..n-1. bpe_path: the merges (vocab_40000.bpe or
-    merges.txt), a version header then one merge of two symbols a line. model_dir: the
-    folder of the pretrained weights when they are used, else None: when it holds OpenAI's
-    layout (weights_layout), its params_shapes.json must lay out OpenAI's model. Files
-    absent from model_dir are left to the loader, whose message says how to get them.
-
-    Raises ValueError naming the file (and line) and what was expected; OSError when a
-    file cannot be read (FileNotFoundError when it does not exist).
-    """
-    n_vocab = _check_encoder(encoder_path)
-    _check_bpe(bpe_path)
-    if model_dir is not None and weights_layout(model_dir)[0] == 'openai':
-        shapes = os.path.join(model_dir, 'params_shapes.json')
-        if os.path.isfile(shapes):
-            _check_shapes(shapes)
-    return n_vocab
-
-
-def vocabulary_differs(encoder_path, bpe_path):
-    """None when the two files hold OpenAI's vocabulary (under any name and formatting,
-    such as the Hub's vocab.json and merges.txt); else one line saying how they differ:
-    another vocabulary gives other token ids than the pretrained weights learned."""
-    with open(encoder_path, encoding='utf-8') as f:
-        encoder = json.load(f)
-    merges = read_bpe_merges(bpe_path)
-    found = (_digest(sorted(encoder.items())), _digest(merges))
-    if found == OPENAI_VOCAB_DIGESTS:
-        return None
-    sizes = (len(encoder), len(merges))
-    how = ' and other content' if sizes == (40478, 40000) else ''
-    return (f'{encoder_path} ({sizes[0]} tokens) and {bpe_path} ({sizes[1]} merges) are not '
-            f"OpenAI's vocabulary (40478 tokens and 40000 merges{how}): token ids differ "
-            'from those the pretrained weights were trained on')
-
-
-def _digest(items):
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
 
 
 def check_file(path, name, check_hashes=False):
@@ -222,8 +106,8 @@ def check_file(path, name, check_hashes=False):
                              f'expected {GIT_BLOB_SHA1[name]}')
     if name in SHARD_NAMES:
         return shard_length(path)
-    {'params_shapes.json': _check_shapes, 'encoder_bpe_40000.json': _check_encoder,
-     'vocab_40000.bpe': _check_bpe}[name](path)
+    {'params_shapes.json': check_params_shapes, 'encoder_bpe_40000.json': check_encoder,
+     'vocab_40000.bpe': check_bpe}[name](path)
     return None
 
 

@@ -77,8 +77,8 @@ import tasks
 import train
 import zeroshot
 from checkpoints import RunError, RunFolder, settings
-from download import vocabulary_paths
 from model_pytorch import pretrained_settings
+from text_utils import find_vocabulary
 from utils import Parser, atomic_write, count, file_digest, unwritable
 
 PROG = 'experiments.py'
@@ -642,10 +642,13 @@ def model_folders(snapshots, final_updates):
     one at its last update). The final folder stands for a snapshot of its update."""
     if not os.path.isdir(snapshots):
         raise Refused(f'--snapshots {snapshots} is not a folder')
+    # save/{desc}/ holds model/ and (with --snapshot_every) snapshots/; or this is snapshots/
     inside = os.path.join(snapshots, 'snapshots')
-    save = snapshots if os.path.isdir(inside) else os.path.dirname(os.path.abspath(snapshots))
-    folder = inside if os.path.isdir(inside) else snapshots
-    found = {update_number(n): os.path.join(folder, n) for n in sorted(os.listdir(folder))
+    is_save = os.path.isdir(inside) or os.path.isdir(os.path.join(snapshots, 'model'))
+    save = snapshots if is_save else os.path.dirname(os.path.abspath(snapshots))
+    folder = inside if is_save else snapshots
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    found = {update_number(n): os.path.join(folder, n) for n in names
              if update_number(n) is not None and os.path.isdir(os.path.join(folder, n))}
     final = os.path.join(save, 'model')
     if os.path.isdir(final):
@@ -664,7 +667,7 @@ def model_folders(snapshots, final_updates):
 def check_model_folder(folder):
     """Before any scoring: its vocabulary and weights, as zeroshot.py checks them, and
     that they agree. Returns the vocabulary's paths."""
-    encoder_path, bpe_path = vocabulary_paths(folder)
+    encoder_path, bpe_path = find_vocabulary(folder)
     try:
         n_vocab = generate.check_files(encoder_path, bpe_path, folder)
         _, n_weights, _ = pretrained_settings(folder)

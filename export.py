@@ -30,9 +30,9 @@ import secrets
 import shutil
 import sys
 
-from download import check_vocabulary_and_weights
 from model_pytorch import (HF_CONFIG, HF_MERGES, HF_VOCAB, HF_WEIGHTS, block_param_names,
                            load_trained_params, transformers_name)
+from text_utils import check_vocabulary
 from utils import Parser, atomic_write, fsync_dir
 
 
@@ -137,7 +137,7 @@ def _read(path):
 def _tokenizer_files(encoder_path, bpe_path, n_vocab):
     """OpenAI's vocabulary, checked as train.py checks it and against the model, as the
     Hub names it; the Hub's merges.txt is vocab_40000.bpe, version header line included."""
-    n_tokens = check_vocabulary_and_weights(encoder_path, bpe_path)
+    n_tokens = check_vocabulary(encoder_path, bpe_path)
     if n_tokens != n_vocab:
         raise ValueError(f'{encoder_path} holds {n_tokens} tokens but the model was trained '
                          f'with {n_vocab}: pass the vocabulary train.py used')

@@ -28,17 +28,16 @@ import sys
 
 import torch
 
-from download import check_vocabulary_and_weights, vocabulary_paths
-from model_pytorch import (Config, LMModel, load_openai_pretrained_model, load_trained_params,
-                           pretrained_settings)
+from model_pytorch import (Config, LMModel, check_weights_files, load_openai_pretrained_model,
+                           load_trained_params, pretrained_settings)
 from utils import Parser, count, real
 
-GET_MODEL = ("run `python download.py` to fetch OpenAI's model/ folder (or `python download.py "
-             "--from hub` for transformers' copy)")
 GET_CHECKPOINT = ('fine-tune one with `python train.py --dataset rocstories --desc rocstories '
                   '--submit` (it writes save/rocstories/best_params.safetensors), or leave out '
                   "--checkpoint to sample from OpenAI's pretrained model")
 MAX_LENGTH = 1024
+MAX_SAMPLES = 64
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
 
 def _missing(path, how):
@@ -82,61 +81,141 @@ def _from_pretrained(model_dir):
     return model, dict(n_vocab=n_vocab, n_special=0, n_ctx=n_ctx)
 
 
-def check_sampling(length, top_k, temperature):
+def check_sampling(length, top_k, temperature, top_p=1.0, num_samples=None):
     if not isinstance(length, numbers.Integral) or length < 0:
         raise ValueError(f'length must be a whole number >= 0, got {length!r}')
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
         raise ValueError(f'top_k must be a whole number >= 0 (0 keeps every token), got {top_k!r}')
-    if not isinstance(temperature, numbers.Real) or not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f'temperature must be a finite number > 0, got {temperature!r}')
+    if not isinstance(temperature, numbers.Real) or not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f'temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}')
+    if not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:
+        raise ValueError(f'top_p must be a number in (0, 1] (1 keeps every token), got {top_p!r}')
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(
+            num_samples, numbers.Integral) or num_samples < 1):
+        raise ValueError(f'num_samples must be a whole number >= 1, got {num_samples!r}')
 
 
 def sample(model, prompt_ids, length, n_vocab, n_special, n_ctx, top_k=0, temperature=1.0,
-           generator=None):
+           generator=None, top_p=1.0, stop=(), num_samples=None, use_cache=True):
     """Samples `length` token ids, one at a time, to follow prompt_ids; returns the new ids.
 
-    Only the n_vocab text tokens are ever drawn. top_k > 0 draws among the k most likely;
-    temperature T reweights each probability p to p**(1/T). Past n_ctx tokens the model
-    sees the last n_ctx. generator: a CPU torch.Generator, for reproducible draws.
+    Only the n_vocab text tokens are ever drawn, from the softmax of their logits over
+    temperature: T reweights each probability p to p**(1/T), and 0 is greedy decoding (the
+    most likely token every time, as top_k=1). Then, as transformers applies them, top_k > 0
+    keeps the k most likely, and top_p < 1 the fewest most likely whose probabilities sum to
+    top_p (nucleus sampling). stop: token id sequences; a sample ends with the first of them
+    it draws (which it keeps). generator: a CPU torch.Generator, for reproducible draws.
+
+    num_samples=N draws N samples of the prompt in one batch and returns a list of N lists;
+    generator is then None or a list of N generators, the i-th drawing the i-th sample,
+    which is (to float rounding) the sample that sample() draws alone with that generator.
+
+    The model reads the last n_ctx tokens. Each new token costs one position (a KVCache
+    holds the others, unless use_cache is False) and the LM head at that position only.
+    Once the sequence is longer than n_ctx, the window slides a token at a time, which
+    moves every position: each token then reads the whole window afresh.
     """
-    check_sampling(length, top_k, temperature)
+    check_sampling(length, top_k, temperature, top_p, num_samples)
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise ValueError('the prompt is empty: the model needs at least one token to continue')
     if not all(0 <= i < n_vocab + n_special for i in ids):
         raise ValueError(f'prompt ids must lie in [0, {n_vocab + n_special}), the token and '
                          'special token ids')
-    n_prompt = len(ids)
-    device = next(model.parameters()).device
+    generators = [generator] if num_samples is None else list(generator or [None] * num_samples)
+    if len(generators) != (num_samples or 1):
+        raise ValueError(f'generator: expected a list of num_samples={num_samples} generators '
+                         f'(or None), got {len(generators)}')
+    stop = [[int(i) for i in s] for s in stop]
+    if not all(stop):
+        raise ValueError('stop: each stop sequence must hold at least one token id')
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for _ in range(length):
-            probs = model(_lm_input(ids[-n_ctx:], n_vocab + n_special, device))[0, -1]
-            # Special tokens and positions are not text: only the first n_vocab rows count.
-            ids.append(_draw(probs[:n_vocab].cpu(), top_k, temperature, generator))
+        drawn = _sample(_Reader(model, n_vocab, n_special, n_ctx, use_cache), ids, length,
+                        top_k, temperature, top_p, stop, generators)
     model.train(was_training)
-    return ids[n_prompt:]
+    return drawn[0] if num_samples is None else drawn
 
 
-def _lm_input(ids, first_position, device):
-    """(1, seq, 2): the tokens and their positions, numbered from 0 within the window."""
-    tokens = torch.tensor(ids, device=device)
-    positions = torch.arange(first_position, first_position + len(ids), device=device)
-    return torch.stack([tokens, positions], dim=-1).unsqueeze(0)
+def _sample(reader, ids, length, top_k, temperature, top_p, stop, generators):
+    """sample's draws, a row of the batch per sample still drawing."""
+    drawn = [[] for _ in generators]
+    live = list(range(len(generators)))  # the samples still drawing, by row
+    tokens = torch.tensor([ids], device=reader.device)
+    logits = reader(tokens)
+    # every sample continues the one prompt, read once
+    tokens, logits = tokens.expand(len(live), -1), logits.expand(len(live), -1)
+    reader.select([0] * len(live))
+    for step in range(length):
+        new = _draw(logits.cpu(), top_k, temperature, top_p, [generators[i] for i in live])
+        for i, token in zip(live, new.tolist()):
+            drawn[i].append(token)
+        going = [row for row, i in enumerate(live) if not _ends_with(drawn[i], stop)]
+        if not going or step == length - 1:
+            break
+        tokens = torch.cat([tokens, new.to(tokens.device)[:, None]], dim=1)
+        if len(going) < len(live):
+            tokens, live = tokens[going], [live[row] for row in going]
+            reader.select(going)
+        logits = reader(tokens)
+    return drawn
 
 
-def _draw(probs, top_k, temperature, generator):
-    weights = probs.double()
-    if temperature != 1:
-        # p**(1/T) renormalised is softmax(log(p) / T); the log form cannot underflow to
-        # all zeros at small T.
-        weights = torch.softmax(weights.log() / temperature, dim=-1)
-    candidates = torch.arange(len(weights))
-    if top_k:
-        weights, candidates = weights.topk(min(top_k, len(weights)))
-    # multinomial renormalises the kept weights itself
-    return candidates[torch.multinomial(weights, 1, generator=generator)].item()
+def _ends_with(ids, stop):
+    return any(ids[-len(s):] == s for s in stop if len(ids) >= len(s))
+
+
+class _Reader:
+    """The model's logits for the token after each row of tokens, over the text tokens.
+
+    Of each row it reads the last n_ctx tokens: with a cache, only the last token while the
+    window has not slid, since the cache holds the others."""
+
+    def __init__(self, model, n_vocab, n_special, n_ctx, use_cache):
+        self.transformer, self.n_vocab, self.n_ctx = model.transformer, n_vocab, n_ctx
+        self.first_position = n_vocab + n_special
+        self.we = model.lm_head.decoder.weight
+        self.device = self.we.device
+        self.use_cache = use_cache
+        self.cache = None  # while not None, it holds every token of the rows but the last
+
+    def __call__(self, tokens):
+        """tokens (rows, seq) -> logits (rows, n_vocab), float32."""
+        seq = tokens.size(1)
+        if self.cache is not None and seq <= self.n_ctx:
+            x, start = tokens[:, -1:], seq - 1
+        else:
+            x, start = tokens[:, -self.n_ctx:], 0
+            # a cache of a full window is of no use: the next token slides it
+            self.cache = self.transformer.new_cache() if self.use_cache and seq < self.n_ctx else None
+        positions = torch.arange(start, start + x.size(1), device=x.device) + self.first_position
+        h = self.transformer(torch.stack([x, positions.expand_as(x)], dim=-1), cache=self.cache)
+        # the LM head at the last position only, and only over the text tokens
+        return (h[:, -1] @ self.we[:self.n_vocab].T).float()
+
+    def select(self, rows):
+        """Keeps the rows `rows` of the cache, in that order."""
+        for block_cache in self.cache or ():
+            block_cache.select(torch.tensor(rows, device=self.device))
+
+
+def _draw(logits, top_k, temperature, top_p, generators):
+    """A token per row of logits (rows, n_vocab), row i drawn with generators[i] (see
+    sample)."""
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(-1)
+    logits = logits.double() / temperature
+    candidates = None
+    if top_k or top_p < 1:
+        # the most likely first: top_p keeps a run from the start of this order
+        logits, candidates = logits.topk(min(top_k or logits.size(-1), logits.size(-1)))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1:
+        # a token is kept while the tokens more likely than it hold less than top_p
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0)
+    picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+    return picks if candidates is None else candidates.gather(-1, picks[:, None]).squeeze(-1)
 
 
 def decode(decoder, ids):
@@ -157,20 +236,16 @@ def unknown_pieces(text_encoder, text):
 
 def check_files(encoder_path, bpe_path, model_dir=None):
     """Before anything heavy loads: the vocabulary must be there (else how to get it),
-    and it and the weights in model_dir (None: none used) well formed, as
-    download.check_vocabulary_and_weights checks them. Returns the vocabulary's size."""
-    _require_vocabulary(encoder_path, bpe_path)
-    return check_vocabulary_and_weights(encoder_path, bpe_path, model_dir)
-
-
-def _require_vocabulary(*paths):
-    for path in paths:
-        if not os.path.isfile(path):
-            raise _missing(path, GET_MODEL)
+    and it and the weights in model_dir (None: none used) well formed. Returns the
+    vocabulary's size."""
+    from text_utils import check_vocabulary
+    n_vocab = check_vocabulary(encoder_path, bpe_path)
+    if model_dir is not None:
+        check_weights_files(model_dir)
+    return n_vocab
 
 
 def load_text_encoder(encoder_path, bpe_path):
-    _require_vocabulary(encoder_path, bpe_path)
     # Imported here: spaCy and ftfy are slow to load and load_lm/sample do not need them.
     from text_utils import TextEncoder
     return TextEncoder(encoder_path, bpe_path)
@@ -184,6 +259,27 @@ def warn_unknown(text_encoder, prompt):
               f'({text_encoder.decoder.get(0)!r}), not as typed', file=sys.stderr)
 
 
+def warn_long(prompt_ids, n_ctx):
+    if len(prompt_ids) > n_ctx:
+        print(f'generate.py: warning: the prompt is {len(prompt_ids)} tokens and the model reads '
+              f'{n_ctx}: it continues from the last {n_ctx}, without the first '
+              f'{len(prompt_ids) - n_ctx}', file=sys.stderr)
+
+
+def stop_ids(text_encoder, text):
+    """The token ids of a --stop text ('\\n' typed as two characters is a newline) as the
+    encoder reads it inside a longer text. Read alone, a newline at either end would be
+    stripped (text_standardize), so it is read between two words and they are dropped.
+    Refuses, as a bad flag, a text that encodes to nothing."""
+    word = text_encoder.encode(['a'], verbose=False)[0]
+    ids = text_encoder.encode([f"a {text.replace(chr(92) + 'n', chr(10))} a"], verbose=False)[0]
+    ids = ids[len(word):-len(word)]
+    if not ids:
+        Parser(prog='generate.py').error(f'--stop {text!r}: expected text that the vocabulary '
+                                         r'encodes to at least one token (\n for a newline)')
+    return ids
+
+
 def parse_args(argv=None):
     p = Parser(prog='generate.py', description=__doc__.split('\n\n')[0],
                epilog=__doc__.split('\n\n', 2)[2],
@@ -193,12 +289,23 @@ def parse_args(argv=None):
                    help=f'number of tokens to sample, at most {MAX_LENGTH} (see below)')
     p.add_argument('--top_k', type=count(0), default=10,
                    help='draw among the k most likely tokens; 0 draws among all')
-    p.add_argument('--temperature', type=real(lambda v: v > 0, 'a finite number > 0'),
-                   default=1.0,
-                   help='below 1 more predictable, above 1 more varied')
+    p.add_argument('--top_p', type=real(lambda v: 0 < v <= 1, 'a number in (0, 1]'),
+                   default=1.0, help='draw among the fewest most likely tokens whose '
+                   'probabilities sum to this (nucleus sampling); 1 draws among all')
+    p.add_argument('--temperature', type=real(lambda v: v >= 0, 'a finite number >= 0'),
+                   default=1.0, help='below 1 more predictable, above 1 more varied; 0 is '
+                   'greedy decoding, the most likely token every time')
+    p.add_argument('--num_samples', type=count(1, MAX_SAMPLES), default=1,
+                   help=f'samples of the prompt, drawn in one batch (at most {MAX_SAMPLES}); '
+                   'the i-th from 0 is the one that --seed SEED+i draws alone')
+    p.add_argument('--stop', action='append', default=[], metavar='TEXT',
+                   help=r'end a sample once it has written TEXT (\n for a newline); may be '
+                   'given more than once')
     # torch.Generator.manual_seed takes at most 64 bits
     p.add_argument('--seed', type=count(0, 2 ** 64 - 1), default=0,
                    help='the same seed gives the same text')
+    p.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32',
+                   help="the weights' precision: bf16 halves what each token reads")
     p.add_argument('--checkpoint', help='fine-tuned parameters, e.g. '
                    'save/rocstories/best_params.safetensors, sampled from instead of the '
                    'pretrained weights')
@@ -212,6 +319,8 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    default='cuda' if torch.cuda.is_available() else 'cpu')
     args = p.parse_args(argv)
+    if not args.prompt.strip():
+        p.error(f'prompt: expected text to continue, got {args.prompt!r}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error('--device cuda: no CUDA device is available here; use --device cpu')
     return args
@@ -219,8 +328,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    found_encoder, found_bpe = vocabulary_paths(args.model_dir)
-    encoder_path, bpe_path = args.encoder_path or found_encoder, args.bpe_path or found_bpe
+    from text_utils import find_vocabulary
+    encoder_path, bpe_path = find_vocabulary(args.model_dir, args.encoder_path, args.bpe_path)
     try:
         check_files(encoder_path, bpe_path, None if args.checkpoint else args.model_dir)
         text_encoder = load_text_encoder(encoder_path, bpe_path)
@@ -231,12 +340,19 @@ def main(argv=None):
                              'trained with (--encoder_path, --bpe_path)')
         warn_unknown(text_encoder, args.prompt)
         prompt_ids = text_encoder.encode([args.prompt], verbose=False)[0]
-        new_ids = sample(model, prompt_ids, args.length, **dims, top_k=args.top_k,
-                         temperature=args.temperature,
-                         generator=torch.Generator().manual_seed(args.seed))
+        warn_long(prompt_ids, dims['n_ctx'])
+        stop = [stop_ids(text_encoder, text) for text in args.stop]
+        seeds = [(args.seed + i) % 2 ** 64 for i in range(args.num_samples)]
+        samples = sample(model.to(DTYPES[args.dtype]), prompt_ids, args.length, **dims,
+                         top_k=args.top_k, temperature=args.temperature, top_p=args.top_p,
+                         stop=stop, num_samples=args.num_samples,
+                         generator=[torch.Generator().manual_seed(s) for s in seeds])
     except (OSError, ValueError) as err:
         raise SystemExit(f'generate.py: error: {err}')
-    print(f'{args.prompt} {decode(text_encoder.decoder, new_ids)}')
+    for seed, new_ids in zip(seeds, samples):
+        if args.num_samples > 1:
+            print(f'# --seed {seed}')
+        print(f'{args.prompt} {decode(text_encoder.decoder, new_ids)}')
 
 
 if __name__ == '__main__':

@@ -125,8 +125,15 @@ class Conv1D(nn.Module):
 
 def attend(q, k, v, scale, p, training):
     """TF `_attn`: causal mask, softmax scaled by 1/sqrt(head size) when scale, then
-    dropout on the attention weights. q, k, v are (N, head, seq, head size)."""
+    dropout on the attention weights. q, k, v are (N, head, seq, head size); with a
+    KVCache, q holds the last positions of k and v only."""
     s = None if scale else 1.0
+    if q.size(-2) < k.size(-2):
+        # is_causal aligns the mask to the first key; the queries here are the last ones
+        t, n = q.size(-2), k.size(-2)
+        mask = None if t == 1 else torch.ones(t, n, dtype=torch.bool, device=q.device).tril(n - t)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=s,
+                                              dropout_p=p if training else 0.0)
     # the same cases as dropout() leaves to torch, and out of training
     if (not training or p == 0 or p >= 1 or q.device.type != 'cpu'
             or torch.compiler.is_compiling()):
@@ -141,6 +148,34 @@ def attend(q, k, v, scale, p, training):
     w = w.masked_fill(torch.ones(t, t, dtype=torch.bool, device=w.device).triu_(1), -math.inf)
     w = torch.where(bernoulli_mask(w.shape, 1 - p), torch.softmax(w, -1), 0)
     return torch.matmul(w, v).mul_(1 / (1 - p))  # 1/keep on the smaller product
+
+
+class KVCache:
+    """One block's keys and values of the positions it has read, so that a model reading a
+    sequence a token at a time (sampling) computes each position once. It holds n_ctx
+    positions: a window that slides past them moves every position, and is read afresh."""
+
+    def __init__(self, n_ctx):
+        self.n_ctx = n_ctx
+        self.k = self.v = None
+        self.length = 0
+
+    def extend(self, k, v):
+        """k, v (N, head, seq, head size) of the next positions -> those of every position
+        so far."""
+        if self.k is None:
+            # room for the whole window at once: appending by torch.cat would copy it each token
+            shape = (*k.shape[:2], self.n_ctx, k.size(-1))
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        end = self.length + k.size(-2)
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def select(self, rows):
+        """Keeps the sequences rows (indices, which may repeat) in that order."""
+        self.k, self.v = self.k[rows], self.v[rows]
 
 
 class Attention(nn.Module):
@@ -163,12 +198,14 @@ class Attention(nn.Module):
         n, h, t, d = x.shape
         return x.transpose(1, 2).reshape(n, t, h * d)
 
-    def forward(self, x, packing=None):
+    def forward(self, x, packing=None, cache=None):
         c = self.c_attn(x)
         if packing is not None:
             c = packing.unpack(c)  # attention needs each sequence's own positions
         q, k, v = c.split(x.size(-1), dim=-1)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        if cache is not None:
+            k, v = cache.extend(k, v)
         a = self.merge_heads(attend(q, k, v, self.scale, self.attn_pdrop, self.training))
         if packing is not None:
             a = packing.pack(a)
@@ -199,8 +236,8 @@ class Block(nn.Module):
         self.mlp = MLP(4 * nx, cfg)
         self.ln_2 = LayerNorm(nx)
 
-    def forward(self, x, packing=None):
-        n = self.ln_1(x + self.attn(x, packing))
+    def forward(self, x, packing=None, cache=None):
+        n = self.ln_1(x + self.attn(x, packing, cache))
         return self.ln_2(n + self.mlp(n))
 
 
@@ -250,9 +287,10 @@ class TransformerModel(nn.Module):
         # dropped matrix then feeds the tied LM head (see DoubleHeadModel.forward).
         return self.drop(self.embed.weight)
 
-    def forward(self, x, we=None, packing=None):
+    def forward(self, x, we=None, packing=None, cache=None):
         """x (..., seq, 2); we: the dropped embedding matrix when the caller shares it with
-        an LM head; packing: skip padding (see Packing)."""
+        an LM head; packing: skip padding (see Packing); cache: one KVCache per block,
+        holding the positions before x's, which x then extends."""
         if we is None:
             we = self.dropped_embedding()
         x = x.reshape(-1, x.size(-2), x.size(-1))
@@ -260,9 +298,13 @@ class TransformerModel(nn.Module):
             x = packing.pack(x)
         # one lookup of both ids: its backward fills one vocab-sized gradient, not two
         h = F.embedding(x, we).sum(-2)
-        for block in self.h:
-            h = block(h, packing)
+        for block, block_cache in zip(self.h, cache or [None] * len(self.h)):
+            h = block(h, packing, block_cache)
         return h if packing is None else packing.unpack(h)
+
+    def new_cache(self):
+        """An empty KVCache for each block, for forward's cache."""
+        return [KVCache(self.n_ctx) for _ in self.h]
 
 
 def lm_target_rows(mask, n=None):
@@ -601,11 +643,12 @@ class _FlatReader:
             self.pos += n
 
 
-def _read_tensor_file(path, what, map_location='cpu'):
+def _read_tensor_file(path, what, map_location='cpu', tensors=True):
     """(metadata, tensors by name) of a safetensors file, or (None, the object) of a
     torch.save file, told apart by the zip archive torch.save writes; neither runs
     pickled code. Raises ValueError saying that path is not `what` when it cannot be read
-    (truncated, garbage), FileNotFoundError when it does not exist."""
+    (truncated, garbage), FileNotFoundError when it does not exist. Without tensors, a
+    safetensors file's header alone is read and checked, and its names returned."""
     with open(path, 'rb') as f:
         zipped = f.read(4) == b'PK\x03\x04'
     # Imported here, so that importing this module needs torch and numpy only.
@@ -614,11 +657,45 @@ def _read_tensor_file(path, what, map_location='cpu'):
         if zipped:
             return None, torch.load(path, map_location=map_location, weights_only=True)
         with safe_open(path, framework='pt', device=str(map_location)) as f:
+            if not tensors:
+                return f.metadata() or {}, list(f.keys())
             return f.metadata() or {}, {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
         # the reader's first sentence: torch goes on for a paragraph
         reason = str(err).split('\n')[0].split('. ')[0] or type(err).__name__
         raise ValueError(f'{path} is not {what} ({reason})') from None
+
+
+def check_params_shapes(path):
+    """OpenAI's params_shapes.json: the positions [n_ctx, n_embd], the tokens [n_vocab,
+    n_embd], then 12 tensors per block, each shape a list of sizes."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            shapes = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON ({err})') from None
+    if not (isinstance(shapes, list) and all(
+            isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shapes)):
+        raise ValueError(f'{path} is not a list of tensor shapes (lists of whole numbers)')
+    if not (len(shapes) >= 2 and len(shapes) % 12 == 2 and len(shapes[0]) == len(shapes[1]) == 2
+            and shapes[0][1] == shapes[1][1]):
+        raise ValueError(f"{path} does not lay out OpenAI's model: expected [n_ctx, n_embd], "
+                         '[n_vocab, n_embd], then 12 shapes per block; found '
+                         f'{len(shapes)} shapes, starting {shapes[:2]}')
+
+
+def check_weights_files(model_dir):
+    """Before anything heavy loads, what of the weights in model_dir can be checked at
+    once: OpenAI's params_shapes.json lays out OpenAI's model; a transformers checkpoint's
+    model.safetensors has a whole header (a truncated or overwritten file fails). Absent
+    files are left to the loader, whose message says how to get them."""
+    layout = weights_layout(model_dir)[0]
+    shapes = os.path.join(model_dir, 'params_shapes.json')
+    if layout == 'openai' and os.path.isfile(shapes):
+        check_params_shapes(shapes)
+    weights = os.path.join(model_dir, HF_WEIGHTS[0])
+    if layout == 'transformers' and os.path.isfile(weights):
+        _read_tensor_file(weights, 'a checkpoint of transformers', tensors=False)
 
 
 def _read_shapes(path):

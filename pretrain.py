@@ -27,10 +27,11 @@ from tqdm import tqdm
 import runs
 from checkpoints import Progress, RunError, settings
 from corpus import load_corpus
-from download import check_vocabulary_and_weights, vocabulary_paths
 from export import model_files, write_folder
 from loss import linear_cross_entropy
-from model_pytorch import Config, LMModel, load_openai_pretrained_model, pretrained_settings
+from model_pytorch import (Config, LMModel, check_weights_files, load_openai_pretrained_model,
+                           pretrained_settings)
+from text_utils import check_vocabulary, find_vocabulary
 from utils import NON_NEGATIVE, PROBABILITY, Parser, atomic_write, count, file_digest, real
 
 # Model FLOP/s of a GPU's dense bf16/fp16 matrix products, by a part of its name.
@@ -379,9 +380,8 @@ def parse_args(argv=None):
 
 def check_args(p, args):
     args.desc = args.desc or os.path.basename(os.path.normpath(args.corpus)) or 'corpus'
-    found_encoder, found_bpe = vocabulary_paths(args.init_from or 'model/')
-    args.encoder_path = args.encoder_path or found_encoder
-    args.bpe_path = args.bpe_path or found_bpe
+    args.encoder_path, args.bpe_path = find_vocabulary(args.init_from or 'model/',
+                                                       args.encoder_path, args.bpe_path)
     if args.seed >= 2 ** 32:
         p.error(f'--seed {args.seed}: numpy takes seeds below 2**32')
     runs.check_run_flags(p, args)
@@ -464,11 +464,9 @@ def checked_run(args, dd, folder):
         print(args)
     n_pretrained_vocab = shape_from(args)
     try:
-        n_vocab = check_vocabulary_and_weights(args.encoder_path, args.bpe_path,
-                                               args.init_from)
-    except FileNotFoundError as err:
-        raise RunError(f'{err.filename} is missing: give the vocabulary with --encoder_path '
-                       "and --bpe_path (OpenAI's files: `python download.py`)") from None
+        n_vocab = check_vocabulary(args.encoder_path, args.bpe_path)
+        if args.init_from is not None:
+            check_weights_files(args.init_from)
     except (OSError, ValueError) as err:
         raise RunError(err) from None
     if n_pretrained_vocab is not None and n_pretrained_vocab != n_vocab:

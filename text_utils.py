@@ -7,6 +7,7 @@ skipped, each distinct space-separated span is tokenized and turned into ids onc
 TextEncoder), and large inputs are spread over worker processes (encode_chunks).
 """
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -96,6 +97,108 @@ def newline_separates(tokenizer, joins):
         return False
     return not any(c.isspace() for start, nexts in joins.items()
                    for token in (start, *nexts) for c in token)
+
+
+# ---------------------------------------------------------------------------------------
+# The vocabulary's two files: found in a model folder, checked before anything loads.
+
+OPENAI_VOCAB = ('encoder_bpe_40000.json', 'vocab_40000.bpe')
+HUB_VOCAB = ('vocab.json', 'merges.txt')  # the same files in a transformers checkpoint
+# sha256 of the content of OpenAI's two vocabulary files as read (vocabulary_differs)
+OPENAI_VOCAB_DIGESTS = ('6a1f32449609d80364e647a36444eabe00de4ded14fa83f665aa2773c525509a',
+                        'a104c2252490e85ad085c6b67dafd4ee2770d77cde757290157652e1e1b2dde3')
+
+
+def find_vocabulary(model_dir, encoder_path=None, bpe_path=None):
+    """(encoder_path, bpe_path): each one given, else found in model_dir: OpenAI's two
+    files, or, where the first is absent and the Hub's vocab.json is there, vocab.json and
+    merges.txt (as transformers, export.py and pretrain.py write them). OpenAI's names
+    when neither is there, so that a message names what is missing."""
+    hub = (not os.path.isfile(os.path.join(model_dir, OPENAI_VOCAB[0]))
+           and os.path.isfile(os.path.join(model_dir, HUB_VOCAB[0])))
+    found = [os.path.join(model_dir, name) for name in (HUB_VOCAB if hub else OPENAI_VOCAB)]
+    return encoder_path or found[0], bpe_path or found[1]
+
+
+def check_vocabulary(encoder_path, bpe_path):
+    """The vocabulary's size, once both files are checked. Raises FileNotFoundError naming
+    a missing file and where a vocabulary comes from, ValueError naming a malformed one
+    (and its line), OSError when one cannot be read."""
+    for path in (encoder_path, bpe_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f'{path} not found: give the vocabulary with --encoder_path and --bpe_path, '
+                "or a model folder that holds it (OpenAI's encoder_bpe_40000.json and "
+                'vocab_40000.bpe, from `python download.py`, or the vocab.json and '
+                'merges.txt that transformers, export.py and pretrain.py write)')
+    n_vocab = check_encoder(encoder_path)
+    check_bpe(bpe_path)
+    return n_vocab
+
+
+def _load_json(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON ({err})') from None
+
+
+def check_encoder(path):
+    """A JSON object from BPE tokens to the ids 0..n-1, each once (the embedding's rows);
+    returns n."""
+    encoder = _load_json(path)
+    if not (isinstance(encoder, dict) and encoder
+            and all(type(v) is int for v in encoder.values())):
+        raise ValueError(f'{path} is not a map from BPE tokens to ids (a JSON object of '
+                         'whole numbers)')
+    if sorted(encoder.values()) != list(range(len(encoder))):
+        raise ValueError(f'{path}: its {len(encoder)} tokens must have the ids 0 to '
+                         f'{len(encoder) - 1}, each once (the rows of the embedding)')
+    return len(encoder)
+
+
+def check_bpe(path):
+    """A version header, then one merge of two symbols per line."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            header = f.readline()
+        merges = read_bpe_merges(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(f'{path} is not UTF-8 text ({err})') from None
+    if not header:
+        raise ValueError(f'{path} is empty: expected a version header, then one BPE merge '
+                         'a line')
+    # The first line is skipped as the header, whatever it holds: a merge there is lost.
+    if not header.startswith('#'):
+        raise ValueError(f"{path}: line 1 is not a version header such as '#version: 0.2' "
+                         '(the first line is skipped)')
+    if not merges:
+        raise ValueError(f'{path} holds no BPE merges (a header line, then one merge a line)')
+    bad = next((i for i, merge in enumerate(merges, 2) if len(merge) != 2), None)
+    if bad is not None:
+        raise ValueError(f'{path}: line {bad} is not a BPE merge (two symbols)')
+
+
+def vocabulary_differs(encoder_path, bpe_path):
+    """None when the two files hold OpenAI's vocabulary (under any name and formatting,
+    such as the Hub's vocab.json and merges.txt); else one line saying how they differ:
+    another vocabulary gives other token ids than the pretrained weights learned."""
+    with open(encoder_path, encoding='utf-8') as f:
+        encoder = json.load(f)
+    merges = read_bpe_merges(bpe_path)
+    found = (_digest(sorted(encoder.items())), _digest(merges))
+    if found == OPENAI_VOCAB_DIGESTS:
+        return None
+    sizes = (len(encoder), len(merges))
+    how = ' and other content' if sizes == (40478, 40000) else ''
+    return (f'{encoder_path} ({sizes[0]} tokens) and {bpe_path} ({sizes[1]} merges) are not '
+            f"OpenAI's vocabulary (40478 tokens and 40000 merges{how}): token ids differ "
+            'from those the pretrained weights were trained on')
+
+
+def _digest(items):
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
 
 
 def write_char_vocab(folder, n_vocab=None):

@@ -21,12 +21,11 @@ import datasets
 import runs
 import tasks
 from checkpoints import RunError, settings
-from download import (DownloadError, check_vocabulary_and_weights, download_openai_model,
-                      vocabulary_differs, vocabulary_paths)
-from model_pytorch import (Config, DoubleHeadModel, load_openai_pretrained_model, load_params,
-                           pretrained_settings, save_params, weights_layout)
+from download import DownloadError, download_openai_model
+from model_pytorch import (Config, DoubleHeadModel, check_weights_files, load_openai_pretrained_model,
+                           load_params, pretrained_settings, save_params, weights_layout)
 from opt import SCHEDULES
-from text_utils import write_char_vocab
+from text_utils import check_vocabulary, find_vocabulary, vocabulary_differs, write_char_vocab
 from utils import (NON_NEGATIVE, PROBABILITY, DefaultsShown, Parser, columns, count, file_digest,
                    real)
 
@@ -150,9 +149,8 @@ def parser():
 def check_args(p, args):
     """What the flags must agree on, checked before any work."""
     args.desc = args.desc or args.dataset
-    found_encoder, found_bpe = vocabulary_paths(args.model_dir)
-    args.encoder_path = args.encoder_path or found_encoder
-    args.bpe_path = args.bpe_path or found_bpe
+    args.encoder_path, args.bpe_path = find_vocabulary(args.model_dir, args.encoder_path,
+                                                       args.bpe_path)
     if args.n_gpu is not None:
         implied = args.n_batch * args.n_gpu
         if args.update_batch not in (None, implied):
@@ -303,7 +301,9 @@ def check_inputs(args, dd):
                        f'process(es) x --n_batch {args.n_batch} x a whole number of steps')
     model_dir = None if args.n_transfer == -1 else args.model_dir
     try:  # the vocabulary and params_shapes.json as generate.py and zeroshot.py check them
-        n_vocab = check_vocabulary_and_weights(args.encoder_path, args.bpe_path, model_dir)
+        n_vocab = check_vocabulary(args.encoder_path, args.bpe_path)
+        if model_dir is not None:
+            check_weights_files(model_dir)
     except (OSError, ValueError) as err:
         raise RunError(err) from None
     differs = vocabulary_differs(args.encoder_path, args.bpe_path)

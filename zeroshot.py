@@ -21,7 +21,6 @@ BPE vocabulary (the softmax of pretraining: no position or special rows).
 
 --limit N keeps the first N examples of every split read (CoLA's training split included).
 """
-import os
 import sys
 from typing import Callable, NamedTuple
 
@@ -34,6 +33,7 @@ import datasets
 import tasks
 from generate import check_files, load_lm, load_text_encoder
 from model_pytorch import Packing
+from text_utils import find_vocabulary
 from utils import Parser, count
 
 SST2_PROMPT = 'very'
@@ -246,9 +246,12 @@ def parse_args(argv=None):
     p.add_argument('--split', default='dev', choices=['dev', 'test'],
                    help="the split scored: ROCStories' dev is train.py's 374 validation "
                         "stories; GLUE's test labels are not public")
-    p.add_argument('--model_dir', default='model/', help="OpenAI's pretrained model folder")
-    p.add_argument('--encoder_path', help='default: encoder_bpe_40000.json in --model_dir')
-    p.add_argument('--bpe_path', help='default: vocab_40000.bpe in --model_dir')
+    p.add_argument('--model_dir', default='model/',
+                   help="the language model: OpenAI's model/ folder, or a model folder of "
+                        'pretrain.py, export.py or transformers')
+    p.add_argument('--encoder_path', help='default: encoder_bpe_40000.json, or vocab.json, '
+                   'in --model_dir')
+    p.add_argument('--bpe_path', help='default: vocab_40000.bpe, or merges.txt, in --model_dir')
     p.add_argument('--limit', type=count(1), help='score only the first N examples of each split')
     p.add_argument('--n_batch', type=count(1), default=16, help='sequences per forward pass')
     p.add_argument('--device', choices=['cpu', 'cuda'],
@@ -256,8 +259,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error('--device cuda: no CUDA device is available here; use --device cpu')
-    args.encoder_path = args.encoder_path or os.path.join(args.model_dir, 'encoder_bpe_40000.json')
-    args.bpe_path = args.bpe_path or os.path.join(args.model_dir, 'vocab_40000.bpe')
+    args.encoder_path, args.bpe_path = find_vocabulary(args.model_dir, args.encoder_path,
+                                                       args.bpe_path)
     return args
 
 

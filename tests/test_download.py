@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import download
+import text_utils
 from conftest import REPO, fails
 from openai_shards import published_shapes, write_shards
 
@@ -375,7 +376,7 @@ def test_from_hub_fetches_transformers_files(monkeypatch, dest, capsys):
     assert calls == [('openai-community/openai-gpt', name) for name in files]
     assert sorted(os.listdir(dest)) == sorted(files)
     assert f'all 4 files are in {dest}' in capsys.readouterr().out
-    assert download.vocabulary_paths(dest) == (os.path.join(dest, 'vocab.json'),
+    assert text_utils.find_vocabulary(dest) == (os.path.join(dest, 'vocab.json'),
                                                os.path.join(dest, 'merges.txt'))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import download
+import text_utils
 import export
 import model_pytorch as mp
 from model_pytorch import (Config, DoubleHeadModel, TransformerModel, block_param_names,
@@ -543,7 +543,7 @@ def test_text_encoder_reads_the_hubs_vocab_and_merges(tmp_path):
     pieces = ['t', 'h', 'e', 'the</w>', 'th', 'a</w>', 'e</w>']
     (tmp_path / 'vocab.json').write_text(json.dumps({p: i for i, p in enumerate(pieces)}))
     (tmp_path / 'merges.txt').write_text('#version: 0.2\nt h\nth e</w>\n')
-    encoder_path, bpe_path = download.vocabulary_paths(str(tmp_path))
+    encoder_path, bpe_path = text_utils.find_vocabulary(str(tmp_path))
     assert (encoder_path, bpe_path) == (str(tmp_path / 'vocab.json'), str(tmp_path / 'merges.txt'))
     text_encoder = TextEncoder(encoder_path, bpe_path)
     assert ('#version:', '0.2') not in text_encoder.bpe_ranks
@@ -552,8 +552,8 @@ def test_text_encoder_reads_the_hubs_vocab_and_merges(tmp_path):
 
 def test_vocabulary_paths_prefer_openais_names(tmp_path):
     openai = (str(tmp_path / 'encoder_bpe_40000.json'), str(tmp_path / 'vocab_40000.bpe'))
-    assert download.vocabulary_paths(str(tmp_path)) == openai  # neither: name OpenAI's
+    assert text_utils.find_vocabulary(str(tmp_path)) == openai  # neither: name OpenAI's
     (tmp_path / 'vocab.json').write_text('{}')
-    assert download.vocabulary_paths(str(tmp_path))[0] == str(tmp_path / 'vocab.json')
+    assert text_utils.find_vocabulary(str(tmp_path))[0] == str(tmp_path / 'vocab.json')
     (tmp_path / 'encoder_bpe_40000.json').write_text('{}')
-    assert download.vocabulary_paths(str(tmp_path)) == openai
+    assert text_utils.find_vocabulary(str(tmp_path)) == openai

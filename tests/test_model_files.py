@@ -1,4 +1,5 @@
-"""One check of the files every script reads first (download.check_vocabulary_and_weights):
+"""One check of the files every script reads first (text_utils.check_vocabulary,
+model_pytorch.check_weights_files):
 a malformed vocabulary or params_shapes.json is one line naming the file, exit 1, from
 train.py, generate.py and zeroshot.py alike, before the tokenizer, the weights or the data
 load."""
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 import datasets
-import download
 import generate
+import model_pytorch
 import text_utils
 import train
 import zeroshot
@@ -136,4 +137,5 @@ def test_params_shapes_json_is_not_read_without_weights(source, tmp_path, nothin
 
 def test_openais_files_pass(tmp_path):
     shutil.copy(real_data('openai-model', 'params_shapes.json'), tmp_path)
-    assert download.check_vocabulary_and_weights(*openai_vocab(), str(tmp_path)) == 40478
+    assert text_utils.check_vocabulary(*openai_vocab()) == 40478
+    model_pytorch.check_weights_files(str(tmp_path))  # raises if it refuses them
