@@ -272,11 +272,11 @@ def stop_ids(text_encoder, text):
     stripped (text_standardize), so it is read between two words and they are dropped.
     Refuses, as a bad flag, a text that encodes to nothing."""
     word = text_encoder.encode(['a'], verbose=False)[0]
-    ids = text_encoder.encode([f"a {text.replace(chr(92) + 'n', chr(10))} a"], verbose=False)[0]
-    ids = ids[len(word):-len(word)]
+    inside = 'a ' + text.replace('\\n', '\n') + ' a'
+    ids = text_encoder.encode([inside], verbose=False)[0][len(word):-len(word)]
     if not ids:
         Parser(prog='generate.py').error(f'--stop {text!r}: expected text that the vocabulary '
-                                         r'encodes to at least one token (\n for a newline)')
+                                         'encodes to at least one token (\\n for a newline)')
     return ids
 
 
@@ -299,7 +299,7 @@ def parse_args(argv=None):
                    help=f'samples of the prompt, drawn in one batch (at most {MAX_SAMPLES}); '
                    'the i-th from 0 is the one that --seed SEED+i draws alone')
     p.add_argument('--stop', action='append', default=[], metavar='TEXT',
-                   help=r'end a sample once it has written TEXT (\n for a newline); may be '
+                   help='end a sample once it has written TEXT (\\n for a newline); may be '
                    'given more than once')
     # torch.Generator.manual_seed takes at most 64 bits
     p.add_argument('--seed', type=count(0, 2 ** 64 - 1), default=0,

@@ -60,26 +60,32 @@ def lm(checkpoint):
     return generate.load_lm(checkpoint)
 
 
+def window_input(window):
+    """(1, seq, 2): the tokens of window and their positions, numbered from 0."""
+    return torch.tensor([[[t, N_VOCAB + N_SPECIAL + i] for i, t in enumerate(window)]])
+
+
 def greedy_reference(double_head, prompt, length):
     """Argmax over the text tokens of the LM logits, the last N_CTX tokens in view."""
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(length):
-            window = ids[-N_CTX:]
-            x = torch.tensor([[[t, N_VOCAB + N_SPECIAL + i] for i, t in enumerate(window)]])
-            h = double_head.transformer(x)[0, -1]
+            h = double_head.transformer(window_input(ids[-N_CTX:]))[0, -1]
             logits = h @ double_head.transformer.embed.weight.T
             ids.append(int(logits[:N_VOCAB].argmax()))
     return ids[len(prompt):]
 
 
-@pytest.mark.parametrize('temperature', [1.0, 0.3])
-def test_top_k_1_is_greedy_across_the_context_window(lm, double_head, temperature):
+@pytest.mark.parametrize('top_k, temperature', [(1, 1.0), (1, 0.3), (0, 0), (5, 0)])
+@pytest.mark.parametrize('use_cache', [True, False])
+def test_greedy_across_the_context_window(lm, double_head, top_k, temperature, use_cache):
+    """top_k=1, or temperature 0, is greedy decoding, with or without the cache."""
     model, dims = lm
     assert dims == dict(n_vocab=N_VOCAB, n_special=N_SPECIAL, n_ctx=N_CTX)
     expected = greedy_reference(double_head, PROMPT, 10)
     assert len(set(expected)) > 1  # a test that a constant output could not pass
-    got = generate.sample(model, PROMPT, 10, **dims, top_k=1, temperature=temperature)
+    got = generate.sample(model, PROMPT, 10, **dims, top_k=top_k, temperature=temperature,
+                          use_cache=use_cache)
     assert got == expected
 
 
@@ -100,20 +106,20 @@ def test_special_and_position_ids_are_never_sampled(checkpoint, mask_specials, s
     model.pos_emb_mask[N_VOCAB:N_VOCAB + N_SPECIAL] = mask_specials
     with torch.no_grad():
         model.transformer.embed.weight[N_VOCAB:] *= scale
-        x = generate._lm_input(PROMPT, N_VOCAB + N_SPECIAL, 'cpu')
-        logits = model.lm_head(model.transformer(x))[0, -1]
+        logits = model.lm_head(model.transformer(window_input(PROMPT)))[0, -1]
     assert logits.softmax(-1)[N_VOCAB:].sum() > 0.99  # what is not text is now most likely
     for seed in range(10):
-        for top_k, temperature in ((0, 1.0), (0, 2.0), (0, 0.5), (N_VOCAB + 5, 1.0)):
+        for top_k, temperature, top_p in ((0, 1.0, 1.0), (0, 2.0, 1.0), (0, 0.5, 1.0),
+                                          (N_VOCAB + 5, 1.0, 1.0), (0, 1.0, 0.9), (0, 0, 1.0)):
             ids = generate.sample(model, PROMPT, 8, **dims, top_k=top_k, temperature=temperature,
-                                  generator=torch.Generator().manual_seed(seed))
+                                  top_p=top_p, generator=torch.Generator().manual_seed(seed))
             assert all(0 <= i < N_VOCAB for i in ids), ids
 
 
 def test_top_k_draws_only_among_the_k_most_likely(lm):
     model, dims = lm
     with torch.no_grad():
-        probs = model(generate._lm_input(PROMPT, N_VOCAB + N_SPECIAL, 'cpu'))[0, -1, :N_VOCAB]
+        probs = model(window_input(PROMPT))[0, -1, :N_VOCAB]
     top3 = set(probs.topk(3).indices.tolist())
     draws = {generate.sample(model, PROMPT, 1, **dims, top_k=3,
                              generator=torch.Generator().manual_seed(s))[0] for s in range(60)}
@@ -122,10 +128,9 @@ def test_top_k_draws_only_among_the_k_most_likely(lm):
 
 def test_temperature_is_softmax_of_scaled_logits():
     probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
-    counts = np.zeros(4)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(4000):
-        counts[generate._draw(probs, 0, 0.5, gen)] += 1
+    gens = [torch.Generator().manual_seed(i) for i in range(4000)]
+    counts = np.bincount(generate._draw(probs.log().expand(4000, -1), 0, 0.5, 1.0, gens),
+                         minlength=4)
     expected = (probs.double() ** 2 / (probs.double() ** 2).sum()).numpy()
     assert counts[3] == 0
     np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.03)
@@ -149,11 +154,14 @@ def test_sampling_leaves_the_training_mode_as_it_was(lm):
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(temperature=0), 'temperature'), (dict(temperature=-1.0), 'temperature'),
+    (dict(temperature=-0.1), 'temperature'), (dict(temperature=-1.0), 'temperature'),
     (dict(temperature=math.nan), 'temperature'), (dict(temperature=math.inf), 'temperature'),
     (dict(top_k=-1), 'top_k'), (dict(top_k=1.5), 'top_k'), (dict(top_k=True), 'top_k'),
     (dict(length=-1), 'length'), (dict(prompt_ids=[]), 'empty'),
     (dict(prompt_ids=[0, N_VOCAB + N_SPECIAL]), 'prompt ids'),
+    (dict(top_p=0), 'top_p'), (dict(top_p=1.5), 'top_p'), (dict(top_p=math.nan), 'top_p'),
+    (dict(num_samples=0), 'num_samples'), (dict(num_samples=2.0), 'num_samples'),
+    (dict(num_samples=2, generator=[None]), 'generator'), (dict(stop=[[1], []]), 'stop'),
 ])
 def test_argument_validation(lm, kwargs, message):
     model, dims = lm
@@ -269,8 +277,13 @@ BAD_FLAGS = [
     (['--length', '4.5'], "--length: expected a whole number from 0 to 1024, got '4.5'"),
     (['--top_k', '-1'], "--top_k: expected a whole number >= 0, got '-1'"),
     (['--top_k', 'all'], "--top_k: expected a whole number >= 0, got 'all'"),
-    (['--temperature', '0'], "--temperature: expected a finite number > 0, got '0'"),
-    (['--temperature', 'inf'], "--temperature: expected a finite number > 0, got 'inf'"),
+    (['--temperature', '-0.5'], "--temperature: expected a finite number >= 0, got '-0.5'"),
+    (['--temperature', 'inf'], "--temperature: expected a finite number >= 0, got 'inf'"),
+    (['--top_p', '0'], "--top_p: expected a number in (0, 1], got '0'"),
+    (['--top_p', '1.5'], "--top_p: expected a number in (0, 1], got '1.5'"),
+    (['--num_samples', '0'], "--num_samples: expected a whole number from 1 to 64, got '0'"),
+    (['--num_samples', '65'], "--num_samples: expected a whole number from 1 to 64, got '65'"),
+    (['--dtype', 'fp16'], "--dtype: invalid choice: 'fp16'"),
     (['--seed', str(2 ** 64)], f"--seed: expected a whole number from 0 to {2 ** 64 - 1}"),
     (['--device', 'tpu'], "--device: invalid choice: 'tpu'"),
 ]
