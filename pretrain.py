@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import runs
 from checkpoints import Progress, RunError, settings
-from corpus import load_corpus
+from corpus import add_corpus_flags, load_corpus
 from export import model_files, write_folder
 from loss import linear_cross_entropy
 from model_pytorch import (Config, LMModel, check_weights_files, load_openai_pretrained_model,
@@ -305,14 +305,8 @@ def fit(run, stop_request, deadline):
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--corpus', required=True, help='a folder of UTF-8 text files, each a '
-                   'document; a blank line ends a paragraph')
+    add_corpus_flags(p)
     p.add_argument('--desc', default=None, help='names the run (default: the corpus folder)')
-    p.add_argument('--valid_files', type=lambda s: [n for n in s.split(',') if n], default=None,
-                   help='documents held out for validation, comma-separated (paths in '
-                        '--corpus or file names); default: --valid_share of them')
-    p.add_argument('--valid_share', type=real(lambda v: 0 < v < 1, 'a fraction in (0, 1)'),
-                   default=0.02, help='share of the documents held out when no --valid_files')
     p.add_argument('--n_valid_windows', type=count(1), default=64,
                    help='validation windows (fixed, evenly spread, not overlapping)')
     # the model: the paper's

@@ -1,7 +1,6 @@
 """pretrain.py: the corpus as a token stream, the windows, the loss, runs that stop and
 resume, the model folder it writes, and its refusals of bad input."""
 import os
-import re
 import subprocess
 import sys
 
@@ -15,9 +14,9 @@ import pretrain
 import test_errors
 import train
 from conftest import REPO, fails, read_log, terminated_at
-from corpus import TokenStream, corpus_files, encoded_corpus, split_documents
+from corpus import TokenStream, corpus_files, split_documents
 from model_pytorch import Config, LMModel, load_openai_pretrained_model
-from text_utils import TextEncoder, write_char_vocab
+from text_utils import write_char_vocab
 
 WORDS = ('the cat sat on a mat', 'a dog ran far', 'then it rained', 'we went home',
          'the end came soon', 'she sang', 'he hid the key')
@@ -83,50 +82,6 @@ def test_each_process_takes_its_own_share_of_an_update(corpus_run):
     one = pretrain.PretrainRun.starts(Share(0, 1), 5)
     halves = [pretrain.PretrainRun.starts(Share(r, 2), 5) for r in (0, 1)]
     assert (np.concatenate(halves) == one).all() and len(halves[0]) == 4
-
-
-def expected_ids(files, encoder, separator):
-    """The corpus stream written out plainly: each file split on blank lines, a
-    paragraph's lines joined by spaces, each paragraph encoded alone."""
-    ids = []
-    for path in files:
-        with open(path) as f:
-            for para in re.split(r'\n\s*\n', f.read()):
-                text = ' '.join(line.strip() for line in para.splitlines() if line.strip())
-                if text:
-                    piece = encoder.encode([text], verbose=False)[0]
-                    ids += (separator if ids else []) + piece
-    return ids
-
-
-def test_corpus_encoding_equals_text_encoder_on_the_paragraphs(tmp_path):
-    corpus = write_corpus(str(tmp_path / 'corpus'), n_files=3, n_paragraphs=12)
-    encoder_path, bpe_path, _ = write_char_vocab(str(tmp_path / 'vocab'))
-    files = corpus_files(corpus)
-    stream = encoded_corpus('c', files, corpus, encoder_path, bpe_path,
-                            str(tmp_path / 'cache'), verbose=False)
-    want = expected_ids(files, TextEncoder(encoder_path, bpe_path), [])
-    assert stream.tokens.tolist() == want and len(want) > 1000
-    # a second call reads the cache: the same stream, nothing encoded
-    again = encoded_corpus('c', files, corpus, encoder_path, bpe_path,
-                           str(tmp_path / 'cache'), verbose=False)
-    assert again.path == stream.path and again.tokens.tolist() == want
-
-
-def test_corpus_encoding_with_openai_vocabulary_separates_paragraphs(tmp_path):
-    from conftest import openai_vocab
-    encoder_path, bpe_path = openai_vocab()
-    corpus = write_corpus(str(tmp_path / 'corpus'), n_files=2, n_paragraphs=5)
-    with open(os.path.join(corpus, 'book1.txt'), 'a') as f:
-        f.write('\n“Naïve café—isn’t it?” she said…\n')
-    files = corpus_files(corpus)
-    stream = encoded_corpus('c', files, corpus, encoder_path, bpe_path,
-                            str(tmp_path / 'cache'), verbose=False)
-    encoder = TextEncoder(encoder_path, bpe_path)
-    newline = encoder.encoder['\n</w>']
-    assert stream.tokens.tolist() == expected_ids(files, encoder, [newline])
-    assert stream.tokens.dtype == np.uint16
-    assert (stream.tokens == newline).sum() == 5 + 6 - 1  # between the 11 paragraphs
 
 
 def test_loss_equals_the_plain_lm_loss_over_the_windows():
