@@ -35,6 +35,10 @@ RESUMABLE_CHANGES = {'desc', 'log_dir', 'save_dir', 'data_dir', 'submission_dir'
                      'corpus', 'init_from', 'snapshot_every', 'max_minutes'}
 
 
+# What a checkpoint holds (runs.Run.checkpoint writes it, Run.start reads it).
+CHECKPOINT_KEYS = {'settings', 'model', 'optimizer', 'scaler', 'rng', 'progress', 'meta'}
+
+
 class RunStop(Exception):
     """A run's end before its last update. `together`: every process raised it at the same
     point (under torchrun they then end together)."""
@@ -138,13 +142,20 @@ class Checkpoints:
 
     def newest(self, say=True):
         """(path, state) of the newest readable checkpoint, or (None, None); say: print
-        each unreadable one skipped."""
+        each unreadable one skipped, and each file that loads but is no checkpoint."""
         for path in reversed(self.paths()):
             try:
-                return path, torch.load(path, map_location='cpu', weights_only=True)
+                state = torch.load(path, map_location='cpu', weights_only=True)
             except Exception as err:  # a file that is not ours or was damaged later
                 if say:
                     print(f'skipping unreadable checkpoint {path}: {err}', file=sys.stderr)
+                continue
+            missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
+            if not missing:
+                return path, state
+            if say:
+                print(f'skipping {path}: not a checkpoint of train.py or pretrain.py (no '
+                      f'{", ".join(sorted(missing))})', file=sys.stderr)
         return None, None
 
 
@@ -163,13 +174,17 @@ def take_lock(path, desc):
             f.close()
             raise RunError(f'another run (process {holder}) is using --desc {desc} ({path}); '
                            'wait for it to end, or choose another --desc') from None
-        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+        if os.path.exists(path) and _same_file(os.stat(path), os.fstat(f.fileno())):
             break
         f.close()
     f.truncate(0)
     f.write(f'{os.getpid()}\n')
     f.flush()
     return f
+
+
+def _same_file(a, b):
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class RunFolder:
@@ -201,7 +216,12 @@ class RunFolder:
         """Releases the locks and removes their files, and the save folder if that holds
         nothing else: a refused run leaves nothing behind."""
         for path, f in self._held:
-            os.unlink(path)  # while still held: whoever opens it next gets a new file
+            # while still held, so whoever opens it next gets a new file; and only while it
+            # is this lock's file: the folder may have been removed, and the path taken by
+            # another run's lock since
+            with contextlib.suppress(FileNotFoundError):
+                if _same_file(os.stat(path), os.fstat(f.fileno())):
+                    os.unlink(path)
             f.close()
         self._held = []
         with contextlib.suppress(OSError):

@@ -86,6 +86,16 @@ def check_out(out, overwrite=False):
                              'another folder, or add --overwrite to replace it whole')
 
 
+def check_apart(out, *inputs):
+    """Raises where out holds one of the inputs (paths, None for none), as a run's
+    save/{desc}/ holds its checkpoint: replacing out would delete it."""
+    real_out = os.path.realpath(out).rstrip(os.sep) + os.sep
+    for path in filter(None, inputs):
+        if os.path.realpath(path).startswith(real_out):
+            raise ValueError(f'--out {out} holds {path}, which the export reads (replacing the '
+                             'folder would delete it): choose a folder apart from its inputs')
+
+
 def write_folder(out, files, overwrite=False):
     """Writes files ({name: bytes}) as the folder out, whole or not at all, and returns
     their paths there. They are written into a new folder beside out and reach the disk;
@@ -152,6 +162,7 @@ def export(checkpoint, out, encoder_path=None, bpe_path=None, overwrite=False):
     (ValueError) unless overwrite, before anything is read."""
     if (encoder_path is None) != (bpe_path is None):
         raise ValueError('give both encoder_path and bpe_path, or neither')
+    check_apart(out, checkpoint, encoder_path, bpe_path)
     check_out(out, overwrite)
     meta, state = load_trained_params(checkpoint)
     head = meta.get('task_head_type')

@@ -34,6 +34,8 @@ from model_pytorch import (Config, LMModel, check_weights_files, load_openai_pre
 from text_utils import check_vocabulary, find_vocabulary
 from utils import NON_NEGATIVE, PROBABILITY, Parser, atomic_write, count, file_digest, real
 
+# The paper's model, when neither the flags nor --init_from give its shape.
+PAPER_SHAPE = dict(n_layer=12, n_embd=768, n_head=12)
 # Model FLOP/s of a GPU's dense bf16/fp16 matrix products, by a part of its name.
 GPU_PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12,
                   'A10': 125e12, 'V100': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12}
@@ -373,7 +375,16 @@ def parse_args(argv=None):
 
 
 def check_args(p, args):
-    args.desc = args.desc or os.path.basename(os.path.normpath(args.corpus)) or 'corpus'
+    if args.desc is None:
+        args.desc = os.path.basename(os.path.normpath(args.corpus))
+        if not runs.good_desc(args.desc):
+            p.error(f'--corpus {args.corpus} names no folder to call the run by: give --desc, '
+                    "the run's name (its log, checkpoints and model folder are named by it)")
+    if args.init_from is None:
+        for name, value in PAPER_SHAPE.items():
+            setattr(args, name, getattr(args, name) or value)
+        if args.n_embd % args.n_head:
+            p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
     args.encoder_path, args.bpe_path = find_vocabulary(args.init_from or 'model/',
                                                        args.encoder_path, args.bpe_path)
     if args.seed >= 2 ** 32:
@@ -384,25 +395,20 @@ def check_args(p, args):
 def shape_from(args):
     """The model's shape from the flags, or from --init_from's folder, which flags given
     must agree with; returns the vocabulary size of --init_from's weights (or None)."""
-    paper = dict(n_layer=12, n_embd=768, n_head=12)
     if args.init_from is None:
-        for name, value in paper.items():
-            setattr(args, name, getattr(args, name) or value)
-        if args.n_embd % args.n_head:
-            raise RunError(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
         return None
     try:
         cfg, n_vocab, n_positions = pretrained_settings(args.init_from)
     except (OSError, ValueError, KeyError) as err:
         raise RunError(f'--init_from {args.init_from}: {err}') from None
     wrong = [f'--{name} {getattr(args, name)}: --init_from {args.init_from} has {cfg[name]}'
-             for name in paper if getattr(args, name) not in (None, cfg[name])]
+             for name in PAPER_SHAPE if getattr(args, name) not in (None, cfg[name])]
     if args.n_ctx > n_positions:
         wrong.append(f'--n_ctx {args.n_ctx}: --init_from {args.init_from} has {n_positions} '
                      'positions')
     if wrong:
         raise RunError('; '.join(wrong))
-    for name in paper:
+    for name in PAPER_SHAPE:
         setattr(args, name, cfg[name])
     args.afn = cfg.afn
     return n_vocab
@@ -473,6 +479,10 @@ def checked_run(args, dd, folder):
     torch.manual_seed(args.seed + dd.rank)  # dropout differs per process
     plan = plan_updates(args, streams[0].n_tokens)
     args.lr_warmup = min(1.0, args.warmup_updates / plan)
+    limits = [f'--{name}' for name in ('max_updates', 'max_tokens') if getattr(args, name)]
+    runs.check_schedule('pretrain.py', f'{plan} update(s) planned', plan, args.lr_schedule,
+                        args.lr_warmup, f'--warmup_updates {args.warmup_updates}',
+                        ['raise ' + ' or '.join(limits or ['--n_iter'])], args.lr, dd.main)
     trainer = LMTrainer(args, dd, model, plan, n_vocab)
     current = settings(args, dd.world, dict(
         plan=plan, n_vocab=n_vocab, corpus=[os.path.basename(s.path) for s in streams],

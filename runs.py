@@ -54,7 +54,7 @@ def check_run_flags(p, args):
     """What add_run_flags' flags, --desc and the update's split must agree on."""
     if args.resume and args.overwrite:
         p.error('--resume continues the earlier run, --overwrite deletes it: give one')
-    if not re.fullmatch(r'[\w.-]+', args.desc) or args.desc.startswith('.'):
+    if not good_desc(args.desc):
         p.error(f'--desc {args.desc!r}: use letters, digits, _, - and . (it names files)')
     device = re.fullmatch(r'cpu|cuda(:\d+)?', args.device)
     if not device:
@@ -68,6 +68,11 @@ def check_run_flags(p, args):
     elif args.amp == 'fp16':
         p.error('--amp fp16 needs a CUDA device; use --amp bf16 on the CPU')
     check_split(p, args)
+
+
+def good_desc(desc):
+    """A --desc that can name files: letters, digits, _, - and ., not leading."""
+    return bool(re.fullmatch(r'[\w.-]+', desc)) and not desc.startswith('.')
 
 
 class Distributed:
@@ -204,6 +209,29 @@ def check_output_dirs(args, folder, also=()):
                            'write in')
 
 
+
+
+def check_schedule(prog, updates, total, schedule, warmup, ramp, more, lr, main):
+    """Refuses a run none of whose total updates has a learning rate above 0 (update t
+    has lr x schedule((t - 1) / total), as in OpenAIAdam: the warmup starts from 0), and
+    warns where lr 0 leaves the weights as they are, or the warmup (ramp: its flag and
+    value) takes half the updates or more. updates says how total came about; more: the
+    flag changes that give more updates."""
+    x = torch.arange(total, dtype=torch.float64) / total
+    moving = int((SCHEDULES[schedule](x, warmup) > 0).sum())
+    flag = ramp.split()[0]
+    if lr > 0 and moving == 0:
+        raise RunError(f'{updates}: none has a learning rate above 0 (the {flag} ramp '
+                       f'starts from 0), so nothing would be trained; {" or ".join(more)}')
+    if not main:
+        return
+    in_ramp = int((x <= warmup).sum())
+    if lr == 0:
+        print(f'{prog}: warning: --lr 0: the weights will not change', file=sys.stderr)
+    elif 2 * in_ramp >= total:
+        print(f'{prog}: warning: {updates}: {in_ramp} of them in the {ramp} ramp, the first '
+              f'at learning rate 0; to train past the warmup, {", ".join(more)} or lower '
+              f'{flag}', file=sys.stderr)
 
 
 def seed_all(seed):

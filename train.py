@@ -24,7 +24,6 @@ from checkpoints import RunError, settings
 from download import DownloadError, download_openai_model
 from model_pytorch import (Config, DoubleHeadModel, check_weights_files, load_openai_pretrained_model,
                            load_params, pretrained_settings, save_params, weights_layout)
-from opt import SCHEDULES
 from text_utils import check_vocabulary, find_vocabulary, vocabulary_differs, write_char_vocab
 from utils import (NON_NEGATIVE, PROBABILITY, DefaultsShown, Parser, columns, count, file_digest,
                    real)
@@ -321,7 +320,10 @@ def check_inputs(args, dd):
     if args.n_ctx > n_positions:
         wrong.append(f'--n_ctx {args.n_ctx}: {weights} have {n_positions} positions')
     if min(args.n_transfer, args.n_layer) > cfg.n_layer:
-        wrong.append(f'--n_transfer {args.n_transfer}: {weights} hold {cfg.n_layer} blocks')
+        # the smaller of the two decides how many blocks are loaded: name that one
+        flag = ('--n_layer', args.n_layer) if args.n_layer < args.n_transfer else (
+            '--n_transfer', args.n_transfer)
+        wrong.append(f'{flag[0]} {flag[1]}: {weights} hold {cfg.n_layer} blocks')
     if n_vocab != n_pretrained_vocab:
         wrong.append(f'{args.encoder_path} holds {n_vocab} tokens, {weights} embed '
                      f'{n_pretrained_vocab}: give the vocabulary they were trained with')
@@ -526,19 +528,11 @@ def count_updates(args, n_train, main):
     if total == 0:
         raise RunError(f'{n_train} training examples make no update of --update_batch '
                        f'{args.update_batch}: lower --update_batch or --n_valid')
-    x = torch.arange(total, dtype=torch.float64) / total
-    moving = int((SCHEDULES[args.lr_schedule](x, args.lr_warmup) > 0).sum())
-    ramp = int((x <= args.lr_warmup).sum())
     updates = (f'{total} update(s) ({n_train} training examples // --update_batch '
                f'{args.update_batch} x --n_iter {args.n_iter})')
-    if args.lr > 0 and moving == 0:
-        raise RunError(f'{updates}: none has a learning rate above 0 (the --lr_warmup ramp '
-                       'starts from 0), so nothing would be trained; raise --n_iter or lower '
-                       '--update_batch')
-    if main and args.lr > 0 and 2 * ramp >= total:
-        print(f'train.py: warning: {updates}: {ramp} of them in the --lr_warmup '
-              f'{args.lr_warmup} ramp, the first at learning rate 0; to train past the warmup, '
-              'raise --n_iter, lower --update_batch or lower --lr_warmup', file=sys.stderr)
+    runs.check_schedule('train.py', updates, total, args.lr_schedule, args.lr_warmup,
+                        f'--lr_warmup {args.lr_warmup}', ['raise --n_iter', 'lower --update_batch'],
+                        args.lr, main)
     return total
 
 

@@ -140,17 +140,27 @@ def make_path(f):
 
 
 def unwritable(folder):
-    """Why files cannot be written in folder, or None. The nearest part of its path that
-    exists must be a folder this process may write into; what is missing below it can be
-    made. os.access judges the permission bits, which root passes whatever they say, and
-    a read-only file system, which stops root too."""
-    path = os.path.abspath(folder)
+    """Why files cannot be written in folder, or None: found by making the folders that
+    are missing and a file in it, all removed again, since asking first misleads (root
+    passes os.access's permission bits, which /proc and /sys refuse anyway)."""
+    path, missing = os.path.abspath(folder), []
     while not os.path.lexists(path):
-        path = os.path.dirname(path)
+        path, missing = os.path.dirname(path), [path] + missing
     if not os.path.isdir(path):
         return f'{path} is not a folder'
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f'{path} cannot be written (no permission, or a read-only file system)'
+    made = []
+    try:
+        for part in missing:
+            os.mkdir(part)
+            made.append(part)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f'{err.filename or folder} cannot be written ({err.strerror})'
+    finally:
+        for part in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(part)
     return None
 
 

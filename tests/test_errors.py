@@ -215,23 +215,28 @@ def test_a_folder_that_cannot_be_one_is_named_before_any_work(done, capsys, monk
     assert leaves_nothing(tmp, 'nowhere')
 
 
-def test_a_folder_without_write_permission_is_named_before_any_work(done, capsys, monkeypatch):
-    """A folder this process may not write in, as os.access says (which a read-only file
-    system makes say so even to root). Root passes any permission bits, and these tests
-    run as root here: then the denial is simulated, and what is tested is that the run
-    asks and says the answer; as another user the chmod alone denies it."""
+@pytest.mark.parametrize('flag', ['--log_dir', '--save_dir', '--cache_dir'])
+@pytest.mark.parametrize('system', ['/proc', '/sys'])
+def test_a_folder_that_cannot_be_made_is_named_before_any_work(done, capsys, monkeypatch, flag,
+                                                               system):
+    """Folders the system refuses to make, even to root, whatever os.access says of their
+    parent: train.py and pretrain.py both try, and say so in one line."""
     tmp, argv = done
-    locked = tmp / 'locked'
-    locked.mkdir()
-    locked.chmod(0o555)
-    if os.geteuid() == 0:
-        access = os.access
-        monkeypatch.setattr(os, 'access', lambda path, mode, **kw:
-                            str(path) != str(locked) and access(path, mode, **kw))
+    path = os.path.join(system, 'gpt1-test', 'out')
     monkeypatch.setattr(train, 'check_inputs', no_work)
-    code, line = one_error(train.main, argv + ['--desc', 'locked', '--save_dir', str(locked / 'save')],
-                           capsys)
-    assert code == 1 and f'--save_dir {locked / "save"}: {locked} cannot be written' in line
+    code, line = one_error(train.main, argv + ['--desc', 'nowhere', flag, path], capsys)
+    assert code == 1 and f'{flag} {path}: ' in line and 'cannot be written' in line, line
+    assert leaves_nothing(tmp, 'nowhere')
+    import pretrain
+    from test_pretrain import TINY, write_corpus
+    corpus = write_corpus(str(tmp / 'corpus'))
+    monkeypatch.setattr(pretrain, 'load_corpus', no_work)
+    code, line = one_error(pretrain.main, TINY + [
+        '--corpus', corpus, '--desc', 'nowhere', '--encoder_path', argv[argv.index('--encoder_path') + 1],
+        '--bpe_path', argv[argv.index('--bpe_path') + 1], '--log_dir', str(tmp / 'log'),
+        '--save_dir', str(tmp / 'save'), '--cache_dir', str(tmp / 'cache'), flag, path], capsys)
+    assert code == 1 and f'{flag} {path}: ' in line and 'cannot be written' in line, line
+    assert leaves_nothing(tmp, 'nowhere')
 
 
 def test_an_update_that_torchrun_s_processes_cannot_split_is_said_once(done, capsys, monkeypatch):
@@ -299,6 +304,8 @@ def shards(done):
     (['--n_embd', '32'], '--n_embd 32: the weights in'),
     (['--n_ctx', '512'], '--n_ctx 512: the weights in {model} have 64 positions'),
     (['--n_transfer', '3', '--n_layer', '3'], '--n_transfer 3: the weights in {model} hold 2 blocks'),
+    # the flag given is named, not --n_transfer's default (experiments.py passes the rest on)
+    (['--n_transfer', '12', '--n_layer', '3'], '--n_layer 3: the weights in {model} hold 2 blocks'),
     (['--vocab'], 'holds 58 tokens, the weights in {model} embed 100'),
 ])
 def test_weights_that_do_not_fit_the_flags(done, shards, capsys, extra, message):

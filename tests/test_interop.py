@@ -557,3 +557,22 @@ def test_vocabulary_paths_prefer_openais_names(tmp_path):
     assert text_utils.find_vocabulary(str(tmp_path))[0] == str(tmp_path / 'vocab.json')
     (tmp_path / 'encoder_bpe_40000.json').write_text('{}')
     assert text_utils.find_vocabulary(str(tmp_path)) == openai
+
+
+@pytest.mark.parametrize('out', ['.', '..'])
+@pytest.mark.parametrize('overwrite', [[], ['--overwrite']])
+def test_export_refuses_an_out_that_holds_its_inputs(tmp_path, capsys, out, overwrite):
+    """A run's folder, or one above it, as --out: replaced, it would take the checkpoint
+    read and the run's other files with it."""
+    run = tmp_path / 'save' / 'r'
+    run.mkdir(parents=True)
+    tiny_checkpoint(run / 'best_params.safetensors')
+    (run / 'checkpoints').mkdir()
+    (run / 'checkpoints' / 'update_00000004.pt').write_bytes(b'mine')
+    files = lambda: {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()}
+    before = files()
+    target = os.path.normpath(str(run / out))
+    code, _, err = fails(['--checkpoint', str(run / 'best_params.safetensors'), '--out', target]
+                         + overwrite, capsys, main=export.main)
+    assert code.startswith(f'export.py: error: --out {target} holds ') and 'best_params' in code
+    assert 'Traceback' not in err and files() == before

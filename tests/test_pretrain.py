@@ -264,3 +264,77 @@ def test_validation_documents_are_never_trained_on(tmp_path):
     assert shares[0] == shares[1] and len(shares[0][1]) == 2
     assert not set(shares[0][0]) & set(shares[0][1])
     assert len(split_documents(files, corpus, None, 0.01)[1]) == 1
+
+
+def test_a_run_that_would_train_nothing_is_refused_and_lr_0_is_warned_of(corpus_run, capsys):
+    """One update is the warmup's first, at learning rate 0, as train.py refuses it;
+    --lr 0 trains nothing either: said, and the weights stay where they started."""
+    tmp, argv = corpus_run
+    line = one_error(argv + ['--max_updates', '1'], capsys, '1 update(s) planned',
+                     'none has a learning rate above 0', 'raise --max_updates')
+    assert not (tmp / 'save' / 'tiny').exists(), line
+    pretrain.main(argv + ['--desc', 'still', '--lr', '0', '--max_updates', '2'])
+    assert 'pretrain.py: warning: --lr 0: the weights will not change' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, words', [
+    (['--n_embd', '33', '--n_head', '2'], ['--n_embd 33 must be a multiple of --n_head 2']),
+    (['--corpus', '.', '--desc', None], ['--corpus .', 'give --desc']),
+])
+def test_flag_errors_exit_2_naming_the_flags_given(corpus_run, capsys, flags, words):
+    tmp, argv = corpus_run
+    argv = list(argv)
+    for flag, value in zip(flags[::2], flags[1::2]):
+        i = argv.index(flag) if flag in argv else None
+        if value is None:
+            del argv[i:i + 2]
+        elif i is None:
+            argv += [flag, value]
+        else:
+            argv[i + 1] = value
+    code, line = test_errors.one_error(pretrain.main, argv, capsys)
+    assert code == 2 and all(w in line for w in words) and "--desc '.'" not in line, line
+
+
+def test_resume_skips_a_file_that_is_no_checkpoint(corpus_run, capsys):
+    """A loadable .pt of another kind in the checkpoint folder (not one of this script's
+    states) is skipped with a word, as a damaged one is; with no other, one line."""
+    tmp, argv = corpus_run
+    pretrain.main(argv + ['--save_every', '3'])
+    folder = tmp / 'save' / 'tiny' / 'checkpoints'
+    torch.save({'weights': torch.zeros(2)}, folder / 'update_00000009.pt')
+    pretrain.main(argv + ['--save_every', '3', '--resume'])
+    err = capsys.readouterr().err
+    assert f'skipping {folder / "update_00000009.pt"}: not a checkpoint' in err
+    for path in folder.glob('update_0000000[36].pt'):
+        path.unlink()
+    one_error(argv + ['--save_every', '3', '--resume'], capsys, '--resume: no readable '
+              'checkpoint')
+
+
+def test_a_run_releases_only_its_own_lock(corpus_run, capsys, monkeypatch):
+    """While a run goes on, its lock file in the log folder is removed (a user cleaning up)
+    and a second run of the same --desc (saving elsewhere) takes the lock there: the
+    first, ending, leaves that lock alone (a third run is still refused beside the
+    second), and its own lock file gone is no error."""
+    from checkpoints import RunFolder
+    tmp, argv = corpus_run
+    second, elsewhere = {}, argv + ['--save_dir', str(tmp / 'save2')]
+
+    def cleaned_up_during_the_run(run, stop_request, deadline):
+        os.remove(tmp / 'log' / '.tiny.lock')
+        os.remove(tmp / 'save' / 'tiny' / '.lock')  # gone, and taken by none
+        second['folder'] = RunFolder(pretrain.parse_args(elsewhere))
+        second['folder'].lock()
+        return fit(run, stop_request, deadline)
+    fit = pretrain.fit
+    monkeypatch.setattr(pretrain, 'fit', cleaned_up_during_the_run)
+    pretrain.main(argv)  # ends without error, its model written
+    assert (tmp / 'save' / 'tiny' / 'model' / 'model.safetensors').exists()
+    monkeypatch.undo()
+    lock = tmp / 'log' / '.tiny.lock'
+    assert lock.exists()  # the second run's, still held
+    with pytest.raises(Exception, match='another run'):
+        RunFolder(pretrain.parse_args(elsewhere)).lock()
+    second['folder'].unlock()
+    assert not lock.exists()
