@@ -65,6 +65,13 @@ def check_run_flags(p, args):
         if device.group(1) and int(device.group(1)[1:]) >= torch.cuda.device_count():
             p.error(f'--device {args.device}: this machine has {torch.cuda.device_count()} '
                     'CUDA device(s)')
+        index = int(device.group(1)[1:]) if device.group(1) else 0
+        # bf16 matrix products came with compute capability 8.0 (A100); before it, torch
+        # emulates them slowly or fails deep inside a kernel
+        if args.amp == 'bf16' and torch.cuda.get_device_capability(index) < (8, 0):
+            p.error(f'--amp bf16: {torch.cuda.get_device_name(index)} (compute capability '
+                    f'{".".join(map(str, torch.cuda.get_device_capability(index)))}) has no '
+                    'bf16 arithmetic; use --amp fp16')
     elif args.amp == 'fp16':
         p.error('--amp fp16 needs a CUDA device; use --amp bf16 on the CPU')
     check_split(p, args)

@@ -123,6 +123,27 @@ def test_bad_flag(done, capsys, extra, message):
     assert snapshot(tmp) == before
 
 
+@pytest.mark.parametrize('script', ['train.py', 'pretrain.py'])
+@pytest.mark.parametrize('gpu, capability', [('Tesla K80', (3, 7)), ('Tesla V100', (7, 0))])
+def test_bf16_on_a_gpu_without_it_is_refused_naming_fp16(done, capsys, monkeypatch, script,
+                                                         gpu, capability):
+    """A GPU older than the A100 (its compute capability asked of torch, here mocked)."""
+    tmp, argv = done
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index=0: capability)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda index=0: gpu)
+    if script == 'pretrain.py':
+        import pretrain
+        from test_pretrain import TINY
+        argv = TINY + ['--corpus', str(tmp), '--desc', 'gpu']
+        main = pretrain.main
+    else:
+        main = train.main
+    code, line = one_error(main, argv + ['--device', 'cuda', '--amp', 'bf16'], capsys)
+    assert code == 2 and f'--amp bf16: {gpu}' in line and 'use --amp fp16' in line, line
+
+
 def write_csv_variant(tmp, name, edit):
     """The run's data folder copied, its validation CSV changed by edit(text) -> text."""
     folder = tmp / name
