@@ -338,3 +338,29 @@ def test_a_run_releases_only_its_own_lock(corpus_run, capsys, monkeypatch):
         RunFolder(pretrain.parse_args(elsewhere)).lock()
     second['folder'].unlock()
     assert not lock.exists()
+
+
+@pytest.mark.parametrize('folder', ['model', 'snapshots/update_00000003'])
+def test_a_model_folder_is_written_whole_or_not_at_all(corpus_run, capsys, monkeypatch, folder):
+    """The disk fills up after the folder's first file reached it: no folder at its path
+    (a half-written one would load as a model), and the run says how to go on."""
+    tmp, argv = corpus_run
+    fsync, calls = os.fsync, []
+
+    def full_after_one_file(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, 'No space left on device')
+        return fsync(fd)
+    write = pretrain.write_model_folder
+
+    def failing(path, *args):
+        if path.endswith(folder):
+            monkeypatch.setattr(os, 'fsync', full_after_one_file)
+        return write(path, *args)
+    monkeypatch.setattr(pretrain, 'write_model_folder', failing)
+    one_error(argv + ['--snapshot_every', '3', '--save_every', '3'], capsys,
+              'No space left on device')
+    assert len(calls) == 2
+    path = tmp / 'save' / 'tiny' / folder
+    assert not path.exists() and not list(path.parent.glob(f'*{path.name}*'))
