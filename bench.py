@@ -33,14 +33,26 @@ endings of the two CSVs): our TextEncoder, cold (built fresh, as in a first trai
 and warm (a second pass), and a cache hit of datasets.encoded; with --openai_dir, against
 OpenAI's own text_utils.py from that checkout on the same input in the same run (its
 spacy.load('en') given spaCy's blank English pipeline, the tokenizer OpenAI used).
+
+--corpus times pretrain.py's corpus at scale instead: synthetic corpora made of --books
+(copied in turn until a row's size), per --corpus_rows row FORMAT:SIZE, each encoded from
+an empty cache in a process of its own (its time, MB/s per encoding process, the peak
+memory of that process and of the largest encoding process, the cache's size), then
+pretrain.py on the warm cache, timed from its start to its first update; and a stream of
+1B random tokens (stream:1B): the cache's check of its 2 GB token file and the drawing of
+an update's windows, from disk and from memory. Everything goes under --corpus_dir.
+
+    python bench.py --corpus --books books/ --corpus_rows text:100M,jsonl:100M
 """
 import argparse
 import contextlib
+import gzip
 import importlib.util
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,18 +61,22 @@ import time
 import numpy as np
 import torch
 
+import corpus
 import datasets
 import pretrain
 import tasks
 import runs
 import train
-from corpus import TokenStream
+from text_utils import usable_cpus
 from utils import Parser, Ragged, keep_freed_memory
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ('reference', 'fast', 'transformers')
 PRETRAIN_IMPLS = ('fast', 'transformers')
 PRETRAIN_BATCH = 2  # windows per update by default: a few minutes on 2 CPU cores
+CORPUS_FORMATS = ('text', 'lines', 'jsonl', 'parquet', 'text.gz')
+CORPUS_ROWS = ('text:25M,text:100M,text:1G,lines:100M,jsonl:100M,parquet:100M,text.gz:100M,'
+               'stream:1B')
 
 
 def parse_args(argv=None):
@@ -99,6 +115,16 @@ def parse_args(argv=None):
     p.add_argument('--openai_dir', default=None,
                    help="with --text: a checkout of OpenAI's finetune-transformer-lm, to time its encoder")
     p.add_argument('--rounds', type=int, default=2, help='with --text: best of this many')
+    p.add_argument('--corpus', action='store_true',
+                   help="time pretrain.py's corpus at scale instead (below)")
+    p.add_argument('--books', default='books/',
+                   help='with --corpus: plain-text books, repeated into the synthetic corpora')
+    p.add_argument('--corpus_rows', default=CORPUS_ROWS,
+                   help='with --corpus: FORMAT:SIZE rows, comma-separated (formats: '
+                        f'{", ".join(CORPUS_FORMATS)}; stream:1B, a stream of 1B tokens)')
+    p.add_argument('--corpus_dir', default=os.path.join(tempfile.gettempdir(), 'gpt1-corpus-bench'),
+                   help='with --corpus: where the synthetic corpora, their caches and the '
+                        'runs go (kept for the next rows)')
     args = p.parse_args(argv)
     if args.pretrain and args.impl == 'reference':
         p.error('--impl reference: pre-training has one path of this port (fast)')
@@ -250,7 +276,7 @@ def token_stream(folder, n_tokens=1 << 20):
     (the model's cost depends on the window sizes, not on the ids)."""
     path = os.path.join(folder, 'stream.tokens')
     np.random.default_rng(0).integers(0, N_VOCAB, n_tokens, dtype=np.uint16).tofile(path)
-    return TokenStream(path, n_tokens, 'uint16')
+    return corpus.TokenStream(path, n_tokens, 'uint16')
 
 
 def lm_trainer(args, dtype, stream):
@@ -592,11 +618,214 @@ def report_pretrain(results, peaks):
               + (f'{peer["update_s"] / r["update_s"]:.2f}x |' if peer else '- |'))
 
 
+# ---------------------------------------------------------------------------------------
+# --corpus: pretrain.py's corpus at scale, each row in a process of its own
+
+def corpus_main(args, argv):
+    if args.only:
+        kind, row = args.only.split(':', 1)
+        print(json.dumps({'encode': corpus_encoding, 'warm': first_update_time,
+                          'stream': stream_costs}[kind](args, row)))
+        return
+    print(f'device: {cpu_name()}, {usable_cpus()} encoding process(es); torch {torch.__version__}')
+    results = []
+    for row in args.corpus_rows.split(','):
+        fmt, size = row.split(':')
+        if fmt == 'stream':
+            results.append(in_own_process(argv, f'stream:{size}', None))
+            continue
+        if fmt not in CORPUS_FORMATS:
+            raise SystemExit(f'bench.py: error: --corpus_rows {row}: formats are '
+                             f'{", ".join(CORPUS_FORMATS)}')
+        synthetic_corpus(args, fmt, size)
+        result = in_own_process(argv, f'encode:{row}', None)
+        started = time.time()
+        result['warm_start_s'] = in_own_process(argv, f'warm:{row}', None)['at'] - started
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    report_corpus(results)
+
+
+def size_of(text):
+    """'100M' -> 100e6 (MB and GB as powers of ten; B is a billion tokens)."""
+    return int(float(text[:-1]) * {'K': 1e3, 'M': 1e6, 'G': 1e9, 'B': 1e9}[text[-1]])
+
+
+def corpus_folder(args, row):
+    return os.path.join(args.corpus_dir, row.replace(':', '-'))
+
+
+def book_paragraphs(path):
+    """A book's paragraphs, as pretrain.py reads them."""
+    return [text for text, _ in corpus.document_pieces(path, corpus.Reading())]
+
+
+def synthetic_corpus(args, fmt, size):
+    """The books copied into documents of the format fmt, in turn, until they hold size
+    bytes of text: one a book (one a paragraph a line for lines; a record a paragraph
+    for jsonl and parquet). Kept for later runs; its size in .size."""
+    folder = os.path.join(corpus_folder(args, f'{fmt}:{size}'), 'corpus')
+    if os.path.exists(os.path.join(folder, '.size')):
+        return folder
+    books = sorted(os.path.join(args.books, n) for n in os.listdir(args.books))
+    if not books:
+        raise SystemExit(f'bench.py: error: --books {args.books} holds no book')
+    os.makedirs(folder, exist_ok=True)
+    total, copy = 0, 0
+    while total < size_of(size):
+        for book in books:
+            if total >= size_of(size):
+                break
+            name = os.path.join(folder, f'{copy:03d}-{os.path.basename(book)}')
+            total += write_document(book, fmt, name.removesuffix('.txt'))
+        copy += 1
+    with open(os.path.join(folder, '.size'), 'w') as f:
+        f.write(str(total))
+    return folder
+
+
+def write_document(book, fmt, stem):
+    """The book as one document of the format fmt at stem (+ its suffix); its bytes of
+    text."""
+    if fmt in ('text', 'text.gz'):
+        with open(book, 'rb') as f:
+            data = f.read()
+        gz = fmt == 'text.gz'
+        with (gzip.open if gz else open)(stem + ('.txt.gz' if gz else '.txt'), 'wb') as f:
+            f.write(data)
+        return len(data)
+    paragraphs = book_paragraphs(book)
+    if fmt == 'lines':
+        text = '\n'.join(paragraphs) + '\n'
+        with open(stem + '.txt', 'w') as f:
+            f.write(text)
+        return len(text.encode())
+    if fmt == 'jsonl':
+        with open(stem + '.jsonl', 'w') as f:
+            f.writelines(json.dumps({'text': p}) + '\n' for p in paragraphs)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.table({'text': paragraphs}), stem + '.parquet')
+    return sum(len(p.encode()) + 1 for p in paragraphs)
+
+
+def row_argv(args, row):
+    """pretrain.py's arguments for a row: its corpus, cache and run folders, the paper's
+    model."""
+    fmt, size = row.split(':')
+    base = corpus_folder(args, row)
+    return ['--corpus', os.path.join(base, 'corpus'), '--cache_dir', os.path.join(base, 'cache'),
+            '--log_dir', os.path.join(base, 'log'), '--save_dir', os.path.join(base, 'save'),
+            '--encoder_path', args.encoder_path, '--bpe_path', args.bpe_path, '--desc', 'bench',
+            '--overwrite', '--device', 'cpu'] + (['--paragraphs', 'lines'] if fmt == 'lines' else [])
+
+
+def corpus_encoding(args, row):
+    """The first run's corpus work on an empty cache (listing, checking, encoding both
+    splits): its time, peak memory (this process, and the largest encoding process), the
+    cache's size."""
+    pargs = pretrain.parse_args(row_argv(args, row))
+    shutil.rmtree(pargs.cache_dir, ignore_errors=True)
+    start = time.perf_counter()
+    streams = corpus.load_corpus(pargs, runs.Distributed('cpu'))
+    seconds = time.perf_counter() - start
+    with open(os.path.join(pargs.corpus, '.size')) as f:
+        text_bytes = int(f.read())
+    cache = [os.path.join(pargs.cache_dir, n) for n in os.listdir(pargs.cache_dir)]
+    return dict(row=row, documents=len(corpus.corpus_files(pargs.corpus)), text_mb=text_bytes / 1e6,
+                encode_s=seconds, processes=usable_cpus(),
+                tokens=sum(s.n_tokens for s in streams),
+                main_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                worker_peak_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                cache_mb=sum(os.path.getsize(p) for p in cache) / 1e6)
+
+
+def first_update_time(args, row):
+    """pretrain.py on the row's warm cache, in this process as `python pretrain.py` runs
+    it, until its first update begins: the time then, for the caller's clock."""
+    def first(*_):
+        print(json.dumps(dict(at=time.time())), flush=True)
+        os._exit(0)  # nothing of the run is needed past this point
+    pretrain.LMTrainer.update_windows = first
+    pretrain.main(row_argv(args, row))
+    raise SystemExit('bench.py: error: pretrain.py ended before its first update')
+
+
+def stream_costs(args, size, updates=50):
+    """A stream of size random tokens (uint16, as GPT-1's) on disk: the time of the
+    cache's check of its token file, and of drawing an update's windows (64 of 512
+    tokens, the paper's), each with the file's pages evicted from memory (as after a
+    reboot) and in memory."""
+    n = size_of(size)
+    path = os.path.join(args.corpus_dir, f'stream-{size}.tokens')
+    if not os.path.exists(path) or os.path.getsize(path) != 2 * n:
+        write_random_stream(path, n)
+    out = dict(row=f'stream:{size}', tokens=n, file_gb=2 * n / 1e9)
+    for pages in ('cold', 'warm'):
+        if pages == 'cold':
+            evict(path)
+        start = time.perf_counter()
+        corpus.token_checksum(path, np.uint16)
+        out[f'check_{pages}_s'] = time.perf_counter() - start
+    stream = corpus.TokenStream(path, n, 'uint16')
+    for pages in ('cold', 'warm'):
+        if pages == 'cold':
+            evict(path)
+        start = time.perf_counter()
+        for k in range(1, updates + 1):
+            starts = pretrain.update_starts(0, k, 64, n, 512)
+            pretrain.window_inputs(stream.windows(starts, 512), N_VOCAB)
+        out[f'draw_{pages}_ms'] = (time.perf_counter() - start) / updates * 1e3
+    return out
+
+
+def write_random_stream(path, n, block=1 << 26):
+    rng = np.random.default_rng(0)
+    with open(path, 'wb') as f:
+        for i in range(0, n, block):
+            f.write(rng.integers(0, N_VOCAB, min(block, n - i), dtype=np.uint16).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def evict(path):
+    """Drops path's pages from the page cache: its next reads come from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def report_corpus(results):
+    rows = [r for r in results if 'encode_s' in r]
+    if rows:
+        print('| corpus | documents | text MB | tokens | encoding s | MB/s (per process) | '
+              'peak memory MiB: main / an encoding process | cache MB | warm start to the '
+              'first update s |')
+        print('|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        rate = r['text_mb'] / r['encode_s']
+        print(f"| {r['row']} | {r['documents']} | {r['text_mb']:.0f} | {r['tokens'] / 1e6:.1f}M "
+              f"| {r['encode_s']:.0f} | {rate:.2f} ({rate / r['processes']:.2f}) | "
+              f"{r['main_peak_mib']:.0f} / {r['worker_peak_mib']:.0f} | {r['cache_mb']:.0f} | "
+              f"{r['warm_start_s']:.1f} |")
+    for r in results:
+        if 'draw_warm_ms' in r:
+            print(f"{r['row']} ({r['file_gb']:.1f} GB): the cache's check of the token file "
+                  f"{r['check_cold_s']:.2f} s from disk, {r['check_warm_s']:.2f} s in memory; "
+                  f"an update's windows (64 of 512) {r['draw_cold_ms']:.2f} ms from disk, "
+                  f"{r['draw_warm_ms']:.3f} ms in memory")
+
+
 def main(argv=None):
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     if args.text:
         return text_main(args)
+    if args.corpus:
+        return corpus_main(args, argv)
     if args.only == 'capacity':
         print(json.dumps(capacity(args)))
         return
