@@ -298,11 +298,12 @@ def lm_trainer(args, dtype, stream):
 
 
 def transformers_lm(args, dtype, stream):
-    """update(starts, n_update) of transformers' OpenAIGPTLMHeadModel on the same windows, as its
-    users pre-train it: labels=input_ids (its own shifted loss), AdamW with pretrain.py's
-    learning rate and weight decay, gradients clipped to norm 1."""
+    """update(starts, n_update) of transformers' OpenAIGPTLMHeadModel on the same windows of
+    n_ctx + 1 tokens, as its users pre-train it: labels=input_ids (its own shifted loss, n_ctx
+    predictions, as pretrain.py's), AdamW with pretrain.py's learning rate and weight decay,
+    gradients clipped to norm 1."""
     import transformers
-    cfg = transformers.OpenAIGPTConfig(vocab_size=N_VOCAB, n_positions=args.n_ctx,
+    cfg = transformers.OpenAIGPTConfig(vocab_size=N_VOCAB, n_positions=args.n_ctx + 1,
                                        n_embd=args.n_embd, n_layer=args.n_layer,
                                        n_head=args.n_head, afn='gelu')
     torch.manual_seed(0)
@@ -310,7 +311,7 @@ def transformers_lm(args, dtype, stream):
     opt = torch.optim.AdamW(model.parameters(), lr=2.5e-4, weight_decay=0.01)
 
     def update(starts, n):
-        ids = torch.from_numpy(stream.windows(starts, args.n_ctx)).to(args.device)
+        ids = torch.from_numpy(stream.windows(starts, args.n_ctx + 1)).to(args.device)
         with peer_autocast(args, dtype):
             loss = model(input_ids=ids, labels=ids).loss
         return peer_step(model, opt, loss)
@@ -384,7 +385,7 @@ def run_pretrain(args, impl, dtype):
         stream = token_stream(folder)
         update = (lm_trainer if impl == 'fast' else transformers_lm)(args, dtype, stream)
         starts = lambda step: pretrain.update_starts(0, step + 1, args.n_batch, stream.n_tokens,
-                                                     args.n_ctx)
+                                                     args.n_ctx + 1)
         times, = timed_steps(args, lambda step: update(starts(step), step + 1))
     body, lm = useful_gflop(np.ones((args.n_batch, args.n_ctx)), args.n_layer, args.n_embd,
                             N_VOCAB)

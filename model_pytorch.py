@@ -441,13 +441,13 @@ class LMModel(nn.Module):
             self.register_buffer('pos_emb_mask', pos_emb_mask, persistent=False)
 
     def forward(self, x, lm='logits'):
-        """x (..., seq, 2). lm='rows' returns, in place of the logits, LMRows of positions
-        0..seq-2 of each sequence (each predicting the token after it), from which
-        loss.py's fused LM loss computes pre-training's loss."""
+        """x (..., seq, 2). lm='rows' returns, in place of the logits, LMRows of every
+        position (each predicting the token after it, which pre-training's window holds),
+        from which loss.py's fused LM loss computes pre-training's loss."""
         we = self.transformer.dropped_embedding()
         h = self.transformer(x, we)
         if lm == 'rows':
-            return LMRows.of(h[:, :-1].reshape(-1, h.size(-1)), we)
+            return LMRows.of(h.reshape(-1, h.size(-1)), we)
         lm_logits = self.lm_head(h, we)
         if self.return_probs:
             return F.softmax(lm_logits.masked_fill(self.pos_emb_mask, float('-inf')), dim=-1)

@@ -43,19 +43,28 @@ GPU_PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12
 
 # ---------------------------------------------------------------------------------------
 # Windows: each update's are drawn from (seed, update), so a run needs no data state to
-# resume, and every process draws the same ones and takes its own share.
+# resume, and every process draws the same ones and takes its own share. A window is
+# n_ctx + 1 tokens: the model reads the first n_ctx, and each of its n_ctx positions
+# predicts the token after it, the last position included (generate.py samples there).
 
-def update_starts(seed, n_update, n_windows, n_tokens, n_ctx):
-    """The first tokens of update n_update's n_windows windows, uniform over the stream."""
+def update_starts(seed, n_update, n_windows, n_tokens, length):
+    """The first tokens of update n_update's n_windows windows of length tokens, uniform
+    over the stream."""
     rng = np.random.default_rng([seed, n_update])
-    return rng.integers(0, n_tokens - n_ctx + 1, size=n_windows)
+    return rng.integers(0, n_tokens - length + 1, size=n_windows)
 
 
-def valid_starts(n_tokens, n_ctx, n_windows):
-    """A fixed set of held-out windows: as many as asked that do not overlap, spread
-    evenly over the validation stream."""
-    n = min(n_windows, n_tokens // n_ctx)
-    return np.linspace(0, n_tokens - n_ctx, n).round().astype(np.int64)
+def valid_starts(n_tokens, length, n_windows):
+    """A fixed set of held-out windows of length tokens: as many as asked that do not
+    overlap, spread evenly over the validation stream."""
+    n = min(n_windows, n_tokens // length)
+    return np.linspace(0, n_tokens - length, n).round().astype(np.int64)
+
+
+def window_batch(windows, n_vocab):
+    """(inputs, targets) of windows of n_ctx + 1 token ids: the inputs of the first n_ctx
+    (window_inputs), and the n_ctx tokens that follow each position."""
+    return window_inputs(windows[:, :-1], n_vocab), windows[:, 1:]
 
 
 def window_inputs(tokens, n_vocab):
@@ -90,15 +99,17 @@ def model_config(args):
                   resid_pdrop=args.resid_pdrop, clf_pdrop=0.0)
 
 
-def lm_loss(model, x, fused=True):
-    """The mean next-token loss over the windows x (N, seq, 2). Fused, the LM head is
-    computed with the cross-entropy (loss.LinearCrossEntropy): no float32 copy of the
-    logits. Under fp16 it is not (the scaler needs the logits' gradient in fp16)."""
-    targets = x[:, 1:, 0].reshape(-1)
+def lm_loss(model, x, targets, fused=True):
+    """The mean next-token loss of every position of the inputs x (N, n_ctx, 2), whose
+    next tokens are targets (N, n_ctx); the softmax over every row of the embedding, as
+    OpenAI's fine-tuning LM loss takes it. Fused, the LM head is computed with the
+    cross-entropy (loss.LinearCrossEntropy): no float32 copy of the logits. Under fp16 it
+    is not (the scaler needs the logits' gradient in fp16)."""
+    targets = targets.reshape(-1)
     if fused:
         rows = model(x, lm='rows')
         return linear_cross_entropy(rows.h, rows.we, targets).mean()
-    logits = model(x)[:, :-1]
+    logits = model(x)
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets)
 
 
@@ -111,17 +122,19 @@ class LMTrainer(runs.Updater):
         self.fused = self.amp_dtype != torch.float16  # see lm_loss
 
     def inputs(self, stream, starts):
-        x = window_inputs(stream.windows(starts, self.args.n_ctx), self.n_vocab)
-        return torch.from_numpy(x).to(self.device, non_blocking=True)
+        """Device tensors (inputs, targets) of the windows at starts."""
+        batch = window_batch(stream.windows(starts, self.args.n_ctx + 1), self.n_vocab)
+        return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
+                for a in batch]
 
     def update_windows(self, stream, starts, n_update):
         """One update from this process's share starts of the update's windows."""
         n = self.args.n_batch
-        return self.accumulate(lambda k: (self.inputs(stream, starts[k * n:(k + 1) * n]),),
+        return self.accumulate(lambda k: self.inputs(stream, starts[k * n:(k + 1) * n]),
                                n_update)
 
-    def step(self, x):
-        loss = lm_loss(self.model, x, self.fused)
+    def step(self, x, targets):
+        loss = lm_loss(self.model, x, targets, self.fused)
         with self.full_precision():
             loss = loss.float() / self.accum
             self.scaler.scale(loss).backward()
@@ -135,8 +148,8 @@ class LMTrainer(runs.Updater):
         total = 0.0
         with self.autocast():
             for i in range(0, len(share), self.args.n_batch_eval):
-                x = self.inputs(stream, share[i:i + self.args.n_batch_eval])
-                total += lm_loss(self.module, x, self.fused).item() * len(x)
+                x, targets = self.inputs(stream, share[i:i + self.args.n_batch_eval])
+                total += lm_loss(self.module, x, targets, self.fused).item() * len(x)
         self.module.train()
         return sum(self.dd.gather(total)) / len(starts)
 
@@ -195,7 +208,8 @@ class PretrainRun(runs.Run):
         super().__init__(args, dd, trainer, folder, current, meta)
         self.train_stream, self.valid_stream = streams
         self.meta, self.plan = meta, plan
-        self.valid = valid_starts(self.valid_stream.n_tokens, args.n_ctx, args.n_valid_windows)
+        self.valid = valid_starts(self.valid_stream.n_tokens, args.n_ctx + 1,
+                                  args.n_valid_windows)
         self.tokens_per_update = args.update_batch * args.n_ctx
         self.flops = model_flops_per_token(model_config(args), meta['n_vocab'], args.n_ctx)
         self.peak = peak_flops(dd.device, args.amp)
@@ -204,7 +218,7 @@ class PretrainRun(runs.Run):
     def starts(self, n_update):
         """This process's share of update n_update's windows."""
         starts = update_starts(self.args.seed, n_update, self.args.update_batch,
-                               self.train_stream.n_tokens, self.args.n_ctx)
+                               self.train_stream.n_tokens, self.args.n_ctx + 1)
         per = self.trainer.per_device
         return starts[self.dd.rank * per:][:per]
 

@@ -84,19 +84,26 @@ def test_each_process_takes_its_own_share_of_an_update(corpus_run):
     assert (np.concatenate(halves) == one).all() and len(halves[0]) == 4
 
 
-def test_loss_equals_the_plain_lm_loss_over_the_windows():
+def test_loss_equals_the_plain_lm_loss_over_every_position_of_the_windows():
+    """Windows of n_ctx + 1 tokens: every one of the model's n_ctx positions predicts the
+    token after it, the last one included, in the fused loss and the plain one."""
     torch.manual_seed(0)
     cfg = Config(n_embd=16, n_head=2, n_layer=2, afn='gelu', embd_pdrop=0.1, attn_pdrop=0.1,
                  resid_pdrop=0.1, clf_pdrop=0.0)
     model = LMModel(cfg, vocab=30 + 12, n_ctx=12).eval()
-    tokens = torch.randint(0, 30, (5, 12))
-    x = torch.from_numpy(pretrain.window_inputs(tokens.numpy(), 30))
-    assert (x[..., 1] == 30 + torch.arange(12)).all()
+    windows = torch.randint(0, 30, (5, 13))
+    x, targets = map(torch.from_numpy, pretrain.window_batch(windows.numpy(), 30))
+    assert (x[..., 1] == 30 + torch.arange(12)).all() and (x[..., 0] == windows[:, :-1]).all()
     logits = model(x).double()  # (5, 12, vocab): each position predicts the next token
-    want = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
-                           tokens[:, 1:].reshape(-1))
-    assert torch.allclose(pretrain.lm_loss(model, x).double(), want, atol=1e-6)
-    assert torch.allclose(pretrain.lm_loss(model, x, fused=False).double(), want, atol=1e-6)
+    want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), windows[:, 1:].reshape(-1))
+    for fused in (True, False):
+        loss = pretrain.lm_loss(model, x, targets, fused)
+        assert torch.allclose(loss.double(), want, atol=1e-6)
+        # the last position's output counts: its target changed, the loss changes
+        later = windows.clone()
+        later[:, -1] = (later[:, -1] + 1) % 30
+        other = pretrain.lm_loss(model, x, later[:, 1:], fused)
+        assert not torch.allclose(other, loss)
 
 
 def params_of(save_dir, desc='tiny'):
