@@ -13,6 +13,7 @@ import random
 import re
 import signal
 import sys
+import time
 
 import numpy as np
 import torch
@@ -22,14 +23,15 @@ import torch.nn as nn
 from checkpoints import (Interrupted, Progress, RunError, RunFolder, RunStop, check_finite,
                          check_settings, rng_state, set_rng_state)
 from opt import SCHEDULES, OpenAIAdam
-from utils import ResultLogger, count, keep_freed_memory, unwritable
+from utils import ResultLogger, count, keep_freed_memory, real, unwritable
 
 EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: try again (with --resume)
 
 
-def add_run_flags(p, saves):
+def add_run_flags(p, saves, save_minutes=0):
     """The flags of a run's files, device and lifecycle, as every training script takes
-    them; saves says what save/{desc}/ holds beside the checkpoints."""
+    them; saves says what save/{desc}/ holds beside the checkpoints, save_minutes is the
+    script's default for --save_minutes."""
     p.add_argument('--log_dir', type=str, default='log/',
                    help='the log {desc}.jsonl and the learning curves {desc}.png')
     p.add_argument('--save_dir', type=str, default='save/',
@@ -43,6 +45,9 @@ def add_run_flags(p, saves):
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--save_every', type=count(0), default=0,
                    help='write a checkpoint every N updates (0: none) and at the end')
+    p.add_argument('--save_minutes', type=real(lambda v: v >= 0, 'a number >= 0'),
+                   default=save_minutes, help='and once this many minutes have passed since '
+                   'the last one (0: never): what a crash can lose')
     p.add_argument('--keep_checkpoints', type=count(1), default=2,
                    help='the newest checkpoints kept; older ones are deleted')
     p.add_argument('--resume', action='store_true', help="continue this --desc's newest checkpoint")
@@ -334,6 +339,16 @@ class Run:
         self.args, self.dd, self.trainer = args, dd, trainer
         self.folder, self.current, self.meta = folder, current, meta
         self.progress, self.logger = self.Progress(), None
+        self.saved_at = time.time()
+
+    def save_due(self, n_update):
+        """A checkpoint every --save_every updates, and at the first tenth update once
+        --save_minutes have passed since the last (every process agrees)."""
+        if self.args.save_every and n_update % self.args.save_every == 0:
+            return True
+        if not self.args.save_minutes or n_update % 10:
+            return False
+        return self.dd.any(time.time() - self.saved_at > 60 * self.args.save_minutes)
 
     def start(self):
         """Afresh, or from the newest checkpoint with --resume; then the log."""
@@ -373,6 +388,7 @@ class Run:
                          scaler=self.trainer.scaler.state_dict(), rng=rngs,
                          progress=dataclasses.asdict(self.progress), meta=self.meta)
             self.folder.checkpoints.save(state, self.progress.n_updates)
+        self.saved_at = time.time()
 
     def check_finite_loss(self):
         newest = self.folder.checkpoints.paths()[-1:] or ['none written yet']

@@ -452,7 +452,7 @@ def fit(run, stop_request):
                            progress.n_updates + 1)
             progress.n_updates, progress.batch = progress.n_updates + 1, b + 1
             log_due = progress.n_epochs == 0 and progress.n_updates in OPENAI_LOG_UPDATES
-            save_due = args.save_every and progress.n_updates % args.save_every == 0
+            save_due = run.save_due(progress.n_updates)
             sync = progress.n_updates % 10 == 0 or log_due or save_due or b == n_batches - 1
             if sync:
                 run.check_finite_loss()

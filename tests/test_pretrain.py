@@ -371,3 +371,32 @@ def test_a_model_folder_is_written_whole_or_not_at_all(corpus_run, capsys, monke
     assert len(calls) == 2
     path = tmp / 'save' / 'tiny' / folder
     assert not path.exists() and not list(path.parent.glob(f'*{path.name}*'))
+
+
+def test_a_kill_9_at_a_random_moment_then_resume_ends_as_an_uninterrupted_run(corpus_run,
+                                                                              capsys):
+    """A real SIGKILL (no handler runs) at a moment drawn anew each time, twice; then the
+    run goes on as its files say: --resume from its newest checkpoint, or, killed before
+    the first, afresh with --overwrite. Each ends bit for bit as the uninterrupted run."""
+    tmp, argv = corpus_run
+    argv = argv + ['--max_updates', '24', '--save_every', '3', '--log_every', '6']
+    pretrain.main(argv + ['--desc', 'whole'])
+    whole = params_of(str(tmp / 'save'), 'whole')
+    script = os.path.join(REPO, 'pretrain.py')
+    for i, delay in enumerate(np.random.default_rng().uniform(0.5, 5.0, size=2)):
+        desc = f'killed{i}'
+        proc = subprocess.Popen([sys.executable, script] + argv + ['--desc', desc],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        try:
+            pretrain.main(argv + ['--desc', desc, '--resume'])
+        except SystemExit:  # no checkpoint yet: what the message advises
+            pretrain.main(argv + ['--desc', desc, '--overwrite'])
+        killed = params_of(str(tmp / 'save'), desc)
+        assert all(torch.equal(whole[k], killed[k]) for k in whole), f'killed after {delay} s'
+        assert without_times(read_log(tmp / 'log' / f'{desc}.jsonl'))[1:] == \
+            without_times(read_log(tmp / 'log' / 'whole.jsonl'))[1:], f'killed after {delay} s'
