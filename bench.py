@@ -211,10 +211,12 @@ def ours(args, dtype, impl, split, n_ctx):
                              + (['--reference'] if impl == 'reference' else [])
                              + (['--compile'] if args.compile else []))
     torch.manual_seed(0)
-    model = train.DoubleHeadModel(train.model_config(targs), SPECIALS.classify, TASK.head,
+    model = train.DoubleHeadModel(runs.model_config(targs, targs.clf_pdrop), SPECIALS.classify,
+                                  TASK.head,
                                   vocab=N_VOCAB + 3 + n_ctx, n_ctx=n_ctx).to(args.device)
-    trainer = train.Trainer(targs, runs.Distributed(args.device), model, TASK, INPUTS,
-                            n_updates_total=1000)
+    trainer = train.Trainer(runs.UpdateSettings.from_flags(targs, targs.lr_warmup),
+                            runs.Distributed(args.device), model, TASK, INPUTS, 1000,
+                            targs.lm_coef, targs.reference)
     return (lambda rows: trainer.update(split, rows, 1).item()), \
         (lambda rows: trainer.logits(split, rows))
 
@@ -289,12 +291,13 @@ def lm_trainer(args, dtype, stream):
                                  '--n_batch', str(args.n_batch), '--device', args.device,
                                  '--amp', 'bf16' if dtype == 'bf16' else 'none']
                                 + (['--compile'] if args.compile else []))
-    plan = 1000
-    pargs.lr_warmup = min(1.0, pargs.warmup_updates / plan)
+    total = 1000
+    settings = runs.UpdateSettings.from_flags(pargs, min(1.0, pargs.warmup_updates / total))
     torch.manual_seed(0)
     model = pretrain.build_model(pargs, N_VOCAB).to(args.device)
-    trainer = pretrain.LMTrainer(pargs, runs.Distributed(args.device), model, plan, N_VOCAB)
-    return lambda starts, n: trainer.update_windows(stream, starts, n).item()
+    trainer = pretrain.LMTrainer(settings, runs.Distributed(args.device), model, total, N_VOCAB,
+                                 args.n_ctx)
+    return lambda starts, n: trainer.update(stream, starts, n).item()
 
 
 def transformers_lm(args, dtype, stream):

@@ -8,7 +8,6 @@ parameters, checkpoints/) and submission/{desc}/. While it runs it holds a lock 
 import contextlib
 import dataclasses
 import glob
-import math
 import os
 import random
 import sys
@@ -58,22 +57,10 @@ class Interrupted(RunStop):
 
 @dataclasses.dataclass
 class Progress:
-    """Where a run is: what a checkpoint needs beside the model and optimizer."""
+    """Where a run is: what a checkpoint needs beside the model and optimizer (each
+    script's Run adds its own fields in a subclass)."""
     n_updates: int = 0
-    n_epochs: int = 0
-    batch: int = 0            # updates done in the current epoch
-    order: object = None      # the current epoch's order of training examples (a tensor)
-    best_score: float = -math.inf
     log_bytes: int = 0        # the log's length at the checkpoint, to resume it there
-
-    def epoch_order(self, n):
-        """This epoch's order, drawn as OpenAI's shuffle draws it from numpy's generator."""
-        if self.order is None:
-            self.order = torch.from_numpy(np.random.permutation(n))
-        return self.order.numpy()
-
-    def end_epoch(self):
-        self.n_epochs, self.batch, self.order = self.n_epochs + 1, 0, None
 
 
 def rng_state():

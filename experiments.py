@@ -64,7 +64,6 @@ import re
 import signal
 import sys
 import time
-import types
 from typing import NamedTuple
 
 import numpy as np
@@ -260,10 +259,9 @@ def grid(experiment, task, base):
 def check_runs(plan, n_train):
     """train.py's checks of each run before its work: the files it needs, the weights
     against its flags, the vocabulary, its number of updates."""
-    quiet = types.SimpleNamespace(world=1, rank=0, main=False)  # the runs warn themselves
     for run in plan:
         try:
-            train.check_inputs(run.args, quiet)
+            train.check_inputs(run.args, main=False)  # the runs warn themselves
             train.count_updates(run.args, n_train[run.task], main=False)
         except RunError as err:
             raise Refused(f'run {run.name}: {err}') from None

@@ -29,10 +29,10 @@ from checkpoints import Progress, RunError, settings
 from corpus import add_corpus_flags, load_corpus
 from export import model_files, write_folder
 from loss import linear_cross_entropy
-from model_pytorch import (Config, LMModel, check_weights_files, load_openai_pretrained_model,
+from model_pytorch import (LMModel, check_weights_files, load_openai_pretrained_model,
                            pretrained_settings)
 from text_utils import check_vocabulary, find_vocabulary
-from utils import NON_NEGATIVE, PROBABILITY, Parser, atomic_write, count, file_digest, real
+from utils import DefaultsShown, Parser, atomic_write, count, file_digest, real
 
 # The paper's model, when neither the flags nor --init_from give its shape.
 PAPER_SHAPE = dict(n_layer=12, n_embd=768, n_head=12)
@@ -79,7 +79,8 @@ def window_inputs(tokens, n_vocab):
 # merges.txt), which load_openai_pretrained_model reads as it reads the Hub's copy.
 
 def model_meta(args, n_vocab):
-    return dict(cfg=dict(model_config(args)), n_vocab=n_vocab, n_special=0, n_ctx=args.n_ctx)
+    return dict(cfg=dict(runs.model_config(args)), n_vocab=n_vocab, n_special=0,
+                n_ctx=args.n_ctx)
 
 
 def write_model_folder(path, model, meta, encoder_path, bpe_path):
@@ -92,12 +93,6 @@ def write_model_folder(path, model, meta, encoder_path, bpe_path):
 
 # ---------------------------------------------------------------------------------------
 # Training
-
-def model_config(args):
-    return Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
-                  embd_pdrop=args.embd_pdrop, attn_pdrop=args.attn_pdrop,
-                  resid_pdrop=args.resid_pdrop, clf_pdrop=0.0)
-
 
 def lm_loss(model, x, targets, fused=True):
     """The mean next-token loss of every position of the inputs x (N, n_ctx, 2), whose
@@ -114,44 +109,33 @@ def lm_loss(model, x, targets, fused=True):
 
 
 class LMTrainer(runs.Updater):
-    """The language model's updates over windows of the token stream."""
+    """The language model's updates over windows of the token stream (runs.Updater)."""
 
-    def __init__(self, args, dd, model, n_updates_total, n_vocab):
-        super().__init__(args, dd, model, n_updates_total)
-        self.n_vocab = n_vocab
+    def __init__(self, settings, dist, model, n_updates_total, n_vocab, n_ctx):
+        super().__init__(settings, dist, model, n_updates_total)
+        self.n_vocab, self.n_ctx = n_vocab, n_ctx
         self.fused = self.amp_dtype != torch.float16  # see lm_loss
 
-    def inputs(self, stream, starts):
+    def windows(self, stream, starts):
         """Device tensors (inputs, targets) of the windows at starts."""
-        batch = window_batch(stream.windows(starts, self.args.n_ctx + 1), self.n_vocab)
+        batch = window_batch(stream.windows(starts, self.n_ctx + 1), self.n_vocab)
         return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
                 for a in batch]
 
-    def update_windows(self, stream, starts, n_update):
-        """One update from this process's share starts of the update's windows."""
-        n = self.args.n_batch
-        return self.accumulate(lambda k: self.inputs(stream, starts[k * n:(k + 1) * n]),
-                               n_update)
+    def update(self, stream, starts, n_update):
+        """One optimizer update from this process's share starts of the update's windows;
+        n_update numbers it for the non-finite check."""
+        return self.accumulate(starts, lambda part: self.windows(stream, part), n_update)
 
-    def step(self, x, targets):
-        loss = lm_loss(self.model, x, targets, self.fused)
-        with self.full_precision():
-            loss = loss.float() / self.accum
-            self.scaler.scale(loss).backward()
-        return loss.detach()
+    def forward_loss(self, x, targets):
+        return lm_loss(self.model, x, targets, self.fused)
 
-    @torch.no_grad()
     def valid_loss(self, stream, starts):
-        """The mean token loss on the windows starts, split over the processes."""
-        self.module.eval()
-        share = np.array_split(starts, self.dd.world)[self.dd.rank]
-        total = 0.0
-        with self.autocast():
-            for i in range(0, len(share), self.args.n_batch_eval):
-                x, targets = self.inputs(stream, share[i:i + self.args.n_batch_eval])
-                total += lm_loss(self.module, x, targets, self.fused).item() * len(x)
-        self.module.train()
-        return sum(self.dd.gather(total)) / len(starts)
+        """The mean token loss on the windows starts, each process scoring its share."""
+        def summed(part):
+            x, targets = self.windows(stream, part)
+            return lm_loss(self.module, x, targets, self.fused).item() * len(x)
+        return sum(sum(share, 0.0) for share in self.evaluate(starts, summed)) / len(starts)
 
 
 def model_flops_per_token(cfg, n_vocab, n_ctx):
@@ -199,66 +183,95 @@ class Speed:
 
 
 class PretrainRun(runs.Run):
-    """A pre-training run: its windows, its log (training and validation loss and
-    perplexity, tokens per second, MFU on a GPU), snapshots and the model folder."""
+    """A pre-training run (runs.Run): its windows, its loop, its log (training and
+    validation loss and perplexity, tokens per second, MFU on a GPU, the curves redrawn at
+    each line), snapshots and the model folder."""
 
     Progress = PretrainProgress
 
-    def __init__(self, args, dd, trainer, folder, current, streams, meta, plan):
-        super().__init__(args, dd, trainer, folder, current, meta)
+    def __init__(self, args, dist, trainer, folder, settings, streams, meta, n_updates_total):
+        super().__init__(args, dist, trainer, folder, settings, meta)
         self.train_stream, self.valid_stream = streams
-        self.meta, self.plan = meta, plan
+        self.n_updates_total = n_updates_total
         self.valid = valid_starts(self.valid_stream.n_tokens, args.n_ctx + 1,
                                   args.n_valid_windows)
         self.tokens_per_update = args.update_batch * args.n_ctx
-        self.flops = model_flops_per_token(model_config(args), meta['n_vocab'], args.n_ctx)
-        self.peak = peak_flops(dd.device, args.amp)
-        self.speed = Speed()
+        self.flops = model_flops_per_token(runs.model_config(args), meta['n_vocab'], args.n_ctx)
+        self.peak = peak_flops(dist.device, args.amp)
+        self.speed, self.timed_out = Speed(), False
 
     def starts(self, n_update):
         """This process's share of update n_update's windows."""
         starts = update_starts(self.args.seed, n_update, self.args.update_batch,
                                self.train_stream.n_tokens, self.args.n_ctx + 1)
         per = self.trainer.per_device
-        return starts[self.dd.rank * per:][:per]
+        return starts[self.dist.rank * per:][:per]
+
+    def fit(self, stop_request):
+        """Updates until the last planned (or --max_minutes' end), logging every
+        --log_every and at the end; checkpoints (runs.Run.save_due) and at the end; a
+        snapshot every --snapshot_every."""
+        args, progress = self.args, self.progress
+        deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
+        with tqdm(total=self.n_updates_total, initial=progress.n_updates, ncols=80,
+                  disable=not self.dist.main, desc='pre-training', leave=False) as self.bar:
+            while progress.n_updates < self.n_updates_total:
+                n = progress.n_updates + 1
+                progress.add_loss(self.trainer.update(self.train_stream, self.starts(n), n))
+                progress.n_updates = n
+                self.speed.updates += 1
+                self.bar.update(1)
+                self.timed_out = (deadline is not None and n % 10 == 0
+                                  and self.dist.any(time.time() > deadline))
+                last = n == self.n_updates_total or self.timed_out
+                snapshot = args.snapshot_every and n % args.snapshot_every == 0
+                self.after_update(None if last else stop_request,
+                                  log=n % args.log_every == 0 or last,
+                                  also=self.snapshot if snapshot else None,
+                                  save=self.save_due(n) or last)
+                if last:
+                    break
 
     def log(self):
         """Training loss since the last log (over every process), validation loss and
-        perplexity, speed; returns the validation loss."""
+        perplexity, speed; the curves drawn again."""
         n = self.progress.n_updates
-        train_loss = float(np.mean(self.dd.gather(self.progress.take_loss())))
+        train_loss = float(np.mean(self.dist.gather(self.progress.take_loss())))
         va_loss = self.trainer.valid_loss(self.valid_stream, self.valid)
         record = dict(n_updates=n, n_tokens=n * self.tokens_per_update, tr_loss=train_loss,
                       va_loss=va_loss, va_ppl=math.exp(min(va_loss, 700)),
                       lr=self.trainer.current_lr(),
                       tokens_per_s=self.speed.tokens_per_s(self.tokens_per_update))
         if self.peak:
-            record['mfu'] = record['tokens_per_s'] * self.flops / (self.peak * self.dd.world)
+            record['mfu'] = record['tokens_per_s'] * self.flops / (self.peak * self.dist.world)
         self.speed.reset()
-        if self.dd.main:
-            self.logger.log(**record)
+        self.bar.set_postfix(valid_loss=f'{va_loss:.3f}')
+        if self.dist.main:
+            self.record(**record)
+            plot_curves(self.folder.log, self.folder.curves)
             tqdm.write(f"update {n}: train loss {train_loss:.4f}, valid loss {va_loss:.4f} "
                        f"(perplexity {record['va_ppl']:.1f}), "
                        f"{record['tokens_per_s']:.0f} tokens/s"
                        + (f", MFU {record['mfu']:.1%}" if 'mfu' in record else ''))
-        return va_loss
 
     def snapshot(self):
-        if self.dd.main:
+        if self.dist.main:
             write_model_folder(os.path.join(self.folder.save_dir, 'snapshots',
                                             f'update_{self.progress.n_updates:08d}'),
                                self.trainer.module, self.meta, self.args.encoder_path,
                                self.args.bpe_path)
 
     def finish(self):
-        """The model folder and the learning curves."""
-        if not self.dd.main:
+        """The model folder, and where the run ended."""
+        if not self.dist.main:
             return
         path = write_model_folder(os.path.join(self.folder.save_dir, 'model'),
                                   self.trainer.module, self.meta, self.args.encoder_path,
                                   self.args.bpe_path)
-        plot_curves(self.folder.log, self.folder.curves)
         print(f'model folder: {path}; learning curves: {self.folder.curves}')
+        if self.timed_out:
+            print(f'--max_minutes {self.args.max_minutes:g}: stopped at update '
+                  f'{self.progress.n_updates} of the {self.n_updates_total} planned')
 
 
 def plot_curves(log_path, png_path):
@@ -283,78 +296,23 @@ def plot_curves(log_path, png_path):
     plt.close(fig)
 
 
-def fit(run, stop_request, deadline):
-    """Updates until the plan's last (or the deadline), logging every --log_every and at
-    the end; a checkpoint every --save_every updates, every --save_minutes and at the end,
-    a snapshot every --snapshot_every. The host waits for the device at those points and every 10
-    updates only."""
-    args, dd, trainer, progress = run.args, run.dd, run.trainer, run.progress
-    with tqdm(total=run.plan, initial=progress.n_updates, ncols=80, disable=not dd.main,
-              desc='pre-training', leave=False) as bar:
-        while progress.n_updates < run.plan:
-            n = progress.n_updates + 1
-            loss = trainer.update_windows(run.train_stream, run.starts(n), n)
-            progress.n_updates = n
-            progress.add_loss(loss)
-            run.speed.updates += 1
-            bar.update(1)
-            timed_out = deadline is not None and dd.any(time.time() > deadline) \
-                if n % 10 == 0 else False
-            last = n == run.plan or timed_out
-            log_due = n % args.log_every == 0 or last
-            save_due = run.save_due(n) or last
-            snap_due = args.snapshot_every and n % args.snapshot_every == 0
-            sync = n % 10 == 0 or log_due or save_due or snap_due
-            if sync:
-                run.check_finite_loss()
-            if log_due:
-                bar.set_postfix(valid_loss=f'{run.log():.3f}')
-            if snap_due:
-                run.snapshot()
-            if save_due:
-                run.checkpoint()
-            if last:
-                return timed_out
-            run.stop(sync, stop_request)
-    return False
-
-
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split('\n\n')[0])
+    p = Parser(description=__doc__.split('\n\n')[0], formatter_class=DefaultsShown)
     add_corpus_flags(p)
-    p.add_argument('--desc', default=None, help='names the run (default: the corpus folder)')
+    runs.add_training_flags(p)
+    # the paper's pre-training recipe (section 4.1)
+    p.set_defaults(n_ctx=512, update_batch=64, n_batch_eval=16, lr=2.5e-4,
+                   lr_schedule='warmup_cosine', n_iter=100)
+    runs.default_note(p, desc='the corpus folder\'s name', n_layer="--init_from's, or 12",
+                      n_embd="--init_from's, or 768", n_head="--init_from's, or 12")
     p.add_argument('--n_valid_windows', type=count(1), default=64,
                    help='validation windows (fixed, evenly spread, not overlapping)')
-    # the model: the paper's
-    p.add_argument('--n_layer', type=count(1), default=None, help='blocks (default 12)')
-    p.add_argument('--n_embd', type=count(1), default=None, help='width (default 768)')
-    p.add_argument('--n_head', type=count(1), default=None, help='attention heads (default 12)')
-    p.add_argument('--n_ctx', type=count(2), default=512,
-                   help="tokens per window, the model's positions (the paper: 512)")
-    p.add_argument('--afn', default='gelu', choices=['gelu', 'relu', 'swish'],
-                   help="activation of the blocks' MLP")
-    p.add_argument('--embd_pdrop', type=PROBABILITY, default=0.1, help='embedding dropout')
-    p.add_argument('--attn_pdrop', type=PROBABILITY, default=0.1, help='attention dropout')
-    p.add_argument('--resid_pdrop', type=PROBABILITY, default=0.1, help='residual dropout')
     p.add_argument('--init_from', default=None,
                    help="start from a model folder (OpenAI's model/, a transformers "
                         "checkpoint, or this script's output) with this run's schedule: "
                         'domain-adaptive pre-training')
-    # the update and schedule: the paper's
-    p.add_argument('--update_batch', type=count(1), default=64,
-                   help='windows per update, over all processes (the paper: 64)')
-    p.add_argument('--n_batch', type=count(1), default=8,
-                   help='windows per process per forward pass; accumulation makes up the rest')
-    p.add_argument('--n_batch_eval', type=count(1), default=16,
-                   help='windows per validation pass')
-    p.add_argument('--lr', type=NON_NEGATIVE, default=2.5e-4, help='the maximum learning rate')
     p.add_argument('--warmup_updates', type=count(1), default=2000,
-                   help='updates of the linear ramp from 0 (the paper: 2000)')
-    p.add_argument('--lr_schedule', default='warmup_cosine',
-                   choices=['warmup_cosine', 'warmup_linear', 'warmup_constant'],
-                   help="after warmup: OpenAI's cosine to 0, linear to 0, or constant")
-    p.add_argument('--n_iter', type=count(1), default=100,
-                   help='epochs: each is the training tokens once, in windows (the paper: 100)')
+                   help='updates of the linear ramp of the learning rate from 0')
     p.add_argument('--max_updates', type=count(1), default=None,
                    help='plan the run (and its schedule) over at most this many updates')
     p.add_argument('--max_tokens', type=count(1), default=None,
@@ -362,22 +320,6 @@ def parse_args(argv=None):
     p.add_argument('--max_minutes', type=real(lambda v: v > 0, 'a positive number'),
                    default=None, help='end the run (model folder and all) after this long, '
                    'wherever it is in its schedule; plan one that fits with --max_updates')
-    p.add_argument('--l2', type=NON_NEGATIVE, default=0.01,
-                   help='L2 weight, on every matrix (not biases or gains)')
-    p.add_argument('--vector_l2', action='store_true', help='L2 on biases and gains too')
-    p.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'), default=1,
-                   help='clip the gradients by their global norm; 0 or below: no clipping')
-    p.add_argument('--b1', type=PROBABILITY, default=0.9, help="Adam's beta1")
-    p.add_argument('--b2', type=PROBABILITY, default=0.999, help="Adam's beta2")
-    p.add_argument('--e', '--adam_eps', type=NON_NEGATIVE, default=1e-8,
-                   help="Adam's epsilon (under torchrun, give it as --adam_eps)")
-    p.add_argument('--seed', type=count(0), default=42,
-                   help='decides the weights, the windows and dropout')
-    p.add_argument('--encoder_path', default=None,
-                   help="default: OpenAI's encoder_bpe_40000.json in model/ (or in "
-                        '--init_from)')
-    p.add_argument('--bpe_path', default=None,
-                   help="default: OpenAI's vocab_40000.bpe in model/ (or in --init_from)")
     p.add_argument('--log_every', type=count(1), default=100,
                    help='log training and validation loss every N updates (and at the end)')
     p.add_argument('--snapshot_every', type=count(0), default=0,
@@ -399,12 +341,8 @@ def check_args(p, args):
     if args.init_from is None:
         for name, value in PAPER_SHAPE.items():
             setattr(args, name, getattr(args, name) or value)
-        if args.n_embd % args.n_head:
-            p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
     args.encoder_path, args.bpe_path = find_vocabulary(args.init_from or 'model/',
                                                        args.encoder_path, args.bpe_path)
-    if args.seed >= 2 ** 32:
-        p.error(f'--seed {args.seed}: numpy takes seeds below 2**32')
     runs.check_run_flags(p, args)
 
 
@@ -443,7 +381,7 @@ def plan_updates(args, n_train_tokens):
 
 
 def build_model(args, n_vocab):
-    model = LMModel(model_config(args), vocab=n_vocab + args.n_ctx, n_ctx=args.n_ctx)
+    model = LMModel(runs.model_config(args), vocab=n_vocab + args.n_ctx, n_ctx=args.n_ctx)
     if args.init_from is not None:
         try:
             load_openai_pretrained_model(model.transformer, n_ctx=args.n_ctx, n_special=0,
@@ -454,30 +392,9 @@ def build_model(args, n_vocab):
     return model
 
 
-def run_pretraining(args, dd, folder, stop_request):
-    dd.on_first(lambda: (runs.check_output_dirs(args, folder), folder.lock(),
-                         folder.refuse_earlier(args.resume, args.overwrite)))
-    run = checked_run(args, dd, folder)
-    # Training begins: a signal now stops at a checkpoint. Only now, with all checked that
-    # can be, may --overwrite delete the earlier run's files.
-    stop_request.training = True
-    if args.overwrite:
-        dd.on_first(folder.clear)
-    deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
-    run.start()
-    timed_out = fit(run, stop_request, deadline)
-    run.finish()
-    if timed_out and dd.main:
-        print(f'--max_minutes {args.max_minutes:g}: stopped at update '
-              f'{run.progress.n_updates} of the {run.plan} planned')
-    return run.progress
-
-
-def checked_run(args, dd, folder):
+def prepare(args, dist, folder):
     """The run, made ready on all the checks that can come before training: the model's
-    shape and vocabulary, --init_from's weights, the corpus."""
-    if dd.main:
-        print(args)
+    shape and vocabulary, --init_from's weights, the corpus, the schedule."""
     n_pretrained_vocab = shape_from(args)
     try:
         n_vocab = check_vocabulary(args.encoder_path, args.bpe_path)
@@ -489,33 +406,37 @@ def checked_run(args, dd, folder):
         raise RunError(f'{args.encoder_path} holds {n_vocab} tokens, --init_from '
                        f'{args.init_from} embeds {n_pretrained_vocab}: give the vocabulary '
                        'its weights were trained with')
-    streams = load_corpus(args, dd)
+    streams = load_corpus(args, dist)
     runs.seed_all(args.seed)
-    model = build_model(args, n_vocab).to(dd.device)
-    torch.manual_seed(args.seed + dd.rank)  # dropout differs per process
-    plan = plan_updates(args, streams[0].n_tokens)
-    args.lr_warmup = min(1.0, args.warmup_updates / plan)
+    model = build_model(args, n_vocab).to(dist.device)
+    torch.manual_seed(args.seed + dist.rank)  # dropout differs per process
+    total = plan_updates(args, streams[0].n_tokens)
+    warmup = min(1.0, args.warmup_updates / total)
     limits = [f'--{name}' for name in ('max_updates', 'max_tokens') if getattr(args, name)]
-    runs.check_schedule('pretrain.py', f'{plan} update(s) planned', plan, args.lr_schedule,
-                        args.lr_warmup, f'--warmup_updates {args.warmup_updates}',
-                        ['raise ' + ' or '.join(limits or ['--n_iter'])], args.lr, dd.main)
-    trainer = LMTrainer(args, dd, model, plan, n_vocab)
-    current = settings(args, dd.world, dict(
-        plan=plan, n_vocab=n_vocab, corpus=[os.path.basename(s.path) for s in streams],
+    runs.check_schedule('pretrain.py', f'{total} update(s) planned', total, args.lr_schedule,
+                        warmup, f'--warmup_updates {args.warmup_updates}',
+                        ['raise ' + ' or '.join(limits or ['--n_iter'])], args.lr, dist.main)
+    trainer = LMTrainer(runs.UpdateSettings.from_flags(args, warmup), dist, model, total,
+                        n_vocab, args.n_ctx)
+    # windows: a checkpoint of n_ctx-token windows (before every position was trained)
+    # computed another loss, and is not resumed
+    run_settings = settings(args, dist.world, dict(
+        plan=total, lr_warmup=warmup, windows='n_ctx + 1', n_vocab=n_vocab,
+        corpus=[os.path.basename(s.path) for s in streams],
         vocabulary=[file_digest(args.encoder_path), file_digest(args.bpe_path)]))
-    if dd.main:
-        epochs = plan * args.update_batch * args.n_ctx / streams[0].n_tokens
-        print(f'{plan} updates of {args.update_batch} windows of {args.n_ctx} tokens '
+    if dist.main:
+        epochs = total * args.update_batch * args.n_ctx / streams[0].n_tokens
+        print(f'{total} updates of {args.update_batch} windows of {args.n_ctx} tokens '
               f'({epochs:.2f} epochs) = {args.n_batch} per forward x {trainer.accum} '
-              f'accumulation step(s) x {dd.world} process(es), on {dd.device}'
+              f'accumulation step(s) x {dist.world} process(es), on {dist.device}'
               + ('' if args.amp == 'none' else f' with {args.amp} autocast'))
-    return PretrainRun(args, dd, trainer, folder, current, streams,
-                       model_meta(args, n_vocab), plan)
+    return PretrainRun(args, dist, trainer, folder, run_settings, streams,
+                       model_meta(args, n_vocab), total)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    return runs.run_main('pretrain.py', lambda: runs.session(args, run_pretraining))
+    return runs.run_main('pretrain.py', lambda: runs.train(args, prepare))
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C (after a checkpoint once training has begun: add --resume to g
 """
 import contextlib
 import dataclasses
+import importlib.util
 import errno
 import os
 import random
@@ -17,15 +18,86 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 import torch.nn as nn
 
 from checkpoints import (Interrupted, Progress, RunError, RunFolder, RunStop, check_finite,
                          check_settings, rng_state, set_rng_state)
+from model_pytorch import Config
 from opt import SCHEDULES, OpenAIAdam
-from utils import ResultLogger, count, keep_freed_memory, real, unwritable
+from utils import (NON_NEGATIVE, PROBABILITY, ResultLogger, count, keep_freed_memory, real,
+                   unwritable)
 
 EXIT_INTERRUPTED = 75  # sysexits' EX_TEMPFAIL: try again (with --resume)
+
+
+def add_training_flags(p):
+    """The flags of the model, its update and its schedule, as both training scripts take
+    them; each script sets its own defaults (p.set_defaults), shown by --help."""
+    p.add_argument('--desc', help="names the run and its files")
+    model = p.add_argument_group('the model')
+    model.add_argument('--n_layer', type=count(1), help='transformer blocks')
+    model.add_argument('--n_embd', type=count(1), help="the model's width")
+    model.add_argument('--n_head', type=count(1), help='attention heads per block')
+    model.add_argument('--n_ctx', type=count(3), help="the model's positions: the tokens it "
+                       'reads at once')
+    model.add_argument('--afn', choices=['gelu', 'relu', 'swish'],
+                       help="the blocks' activation function")
+    model.add_argument('--embd_pdrop', type=PROBABILITY, help='dropout of the embeddings')
+    model.add_argument('--attn_pdrop', type=PROBABILITY, help='dropout of the attention weights')
+    model.add_argument('--resid_pdrop', type=PROBABILITY,
+                       help='dropout of the residual branches')
+    model.add_argument('--encoder_path',
+                       help="the vocabulary's tokens (default: encoder_bpe_40000.json, or the "
+                            "Hub's vocab.json, in the model folder the weights come from)")
+    model.add_argument('--bpe_path', help="its BPE merges (default: vocab_40000.bpe, or the "
+                       "Hub's merges.txt, beside them)")
+    update = p.add_argument_group("the update: OpenAI's Adam and its schedule")
+    update.add_argument('--update_batch', type=count(1),
+                        help='examples (pre-training: windows) per optimizer update, over all '
+                             'processes')
+    update.add_argument('--n_batch', type=count(1),
+                        help='examples per process per forward pass; gradient accumulation '
+                             'makes up the rest of an update')
+    update.add_argument('--n_batch_eval', type=count(1), help='examples per evaluation pass')
+    update.add_argument('--n_iter', type=count(1), help='epochs')
+    update.add_argument('--lr', type=NON_NEGATIVE, help="Adam's learning rate at the "
+                        "schedule's peak")
+    update.add_argument('--lr_schedule', choices=sorted(SCHEDULES),
+                        help='after the warmup: down to 0 linearly, down as a cosine, or '
+                             'constant')
+    update.add_argument('--l2', type=NON_NEGATIVE,
+                        help="weight decay: l2 x the weight added to Adam's step, for matrices")
+    update.add_argument('--vector_l2', action='store_true',
+                        help='apply --l2 to vectors (biases, gains) too')
+    update.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'),
+                        help="clips the gradients' global norm to this; 0 or below turns "
+                             "clipping off, as in OpenAI's code")
+    update.add_argument('--b1', type=PROBABILITY, help="Adam's beta1")
+    update.add_argument('--b2', type=PROBABILITY, help="Adam's beta2")
+    update.add_argument('--e', '--adam_eps', type=NON_NEGATIVE,
+                        help="Adam's epsilon; under torchrun, whose parser takes --e for its "
+                             'own, give it as --adam_eps')
+    update.add_argument('--seed', type=count(0, 2 ** 32 - 1),
+                        help="seeds Python's, numpy's and torch's random numbers: the "
+                             "weights, the data's order and dropout (numpy's range: 0 to "
+                             '2^32 - 1)')
+    p.set_defaults(afn='gelu', embd_pdrop=0.1, attn_pdrop=0.1, resid_pdrop=0.1, n_batch=8,
+                   l2=0.01, max_grad_norm=1, b1=0.9, b2=0.999, e=1e-8, seed=42)
+
+
+def model_config(args, clf_pdrop=0.0):
+    """The model's settings from the flags; clf_pdrop: the task head's dropout."""
+    return Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
+                  embd_pdrop=args.embd_pdrop, attn_pdrop=args.attn_pdrop,
+                  resid_pdrop=args.resid_pdrop, clf_pdrop=clf_pdrop)
+
+
+def default_note(p, **notes):
+    """Says in --help, for flags whose default is None, what stands in for it."""
+    for action in p._actions:
+        if action.dest in notes:
+            action.help = f'{action.help} (default: {notes[action.dest]})'
 
 
 def add_run_flags(p, saves, save_minutes=0):
@@ -50,6 +122,9 @@ def add_run_flags(p, saves, save_minutes=0):
                    'the last one (0: never): what a crash can lose')
     p.add_argument('--keep_checkpoints', type=count(1), default=2,
                    help='the newest checkpoints kept; older ones are deleted')
+    p.add_argument('--tensorboard', metavar='DIR',
+                   help='also write what the log holds, as scalars for TensorBoard, in '
+                        'DIR/{desc}/ (needs the tensorboard package)')
     p.add_argument('--resume', action='store_true', help="continue this --desc's newest checkpoint")
     p.add_argument('--overwrite', action='store_true',
                    help='delete the files of an earlier run of this --desc and start afresh')
@@ -59,6 +134,10 @@ def check_run_flags(p, args):
     """What add_run_flags' flags, --desc and the update's split must agree on."""
     if args.resume and args.overwrite:
         p.error('--resume continues the earlier run, --overwrite deletes it: give one')
+    if args.n_embd and args.n_head and args.n_embd % args.n_head:  # None: --init_from's
+        p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
+    if args.tensorboard and importlib.util.find_spec('tensorboard') is None:
+        p.error('--tensorboard needs the tensorboard package: pip install tensorboard')
     if not good_desc(args.desc):
         p.error(f'--desc {args.desc!r}: use letters, digits, _, - and . (it names files)')
     device = re.fullmatch(r'cpu|cuda(:\d+)?', args.device)
@@ -99,7 +178,7 @@ class Distributed:
             if cuda:
                 self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
                 torch.cuda.set_device(self.device)
-            dist.init_process_group('nccl' if cuda else 'gloo')
+            torch_dist.init_process_group('nccl' if cuda else 'gloo')
 
     @property
     def main(self):
@@ -114,31 +193,31 @@ class Distributed:
         exception"). A rank that ends right after the last checkpoint's gather, while the
         first one still writes the file, did so in about 1 in 10 runs. At the barrier,
         which holds no tensors, the GIL is free until the slowest process arrives."""
-        if self.world > 1 and dist.is_initialized():
+        if self.world > 1 and torch_dist.is_initialized():
             if together:
                 try:
-                    dist.barrier()
+                    torch_dist.barrier()
                 except RuntimeError:  # another process failed after its work; it says why
                     pass
-            dist.destroy_process_group()
+            torch_dist.destroy_process_group()
 
     def gather(self, obj):
         if self.world == 1:
             return [obj]
         out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        torch_dist.all_gather_object(out, obj)
         return out
 
     def broadcast(self, tensor):
         if self.world > 1:
-            dist.broadcast(tensor, src=0)
+            torch_dist.broadcast(tensor, src=0)
 
     def reduce(self, n, op):
         """The whole number n of every process combined by op ('MAX', 'MIN'), on each."""
         if self.world == 1:
             return n
         t = torch.tensor([n], device=self.device)
-        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+        torch_dist.all_reduce(t, op=getattr(torch_dist.ReduceOp, op))
         return int(t.item())
 
     def any(self, flag):
@@ -166,7 +245,7 @@ class Distributed:
                 raise
             except Exception as err:  # an OSError or MemoryError would leave the others waiting
                 outcome[1] = f'the first process failed: {type(err).__name__}: {err}'
-        dist.broadcast_object_list(outcome, src=0)
+        torch_dist.broadcast_object_list(outcome, src=0)
         if outcome[1] is not None:
             raise RunError(outcome[1], together=True)
         return outcome[0]
@@ -208,19 +287,20 @@ def check_split(p, args):
             f'{nearest} (a multiple of {step}), or change --n_batch')
 
 
-def check_output_dirs(args, folder, also=()):
+def check_output_dirs(args, folder):
     """Every folder the run writes in can be written, or made: said before any work,
-    where a write would otherwise fail at its time (--submission_dir's after training).
-    also: more (flag, folder) pairs."""
+    where a write would otherwise fail at its time (--submission_dir's after training)."""
     dirs = [('log_dir', args.log_dir), ('save_dir', folder.checkpoints.dir),
-            ('cache_dir', args.cache_dir), *also]
+            ('cache_dir', args.cache_dir)]
+    if getattr(args, 'submit', False):
+        dirs.append(('submission_dir', folder.submission_dir))
+    if args.tensorboard:
+        dirs.append(('tensorboard', args.tensorboard))
     for flag, path in dirs:
         why = unwritable(path)
         if why:
             raise RunError(f'--{flag} {getattr(args, flag)}: {why}; give a folder this run can '
                            'write in')
-
-
 
 
 def check_schedule(prog, updates, total, schedule, warmup, ramp, more, lr, main):
@@ -253,26 +333,56 @@ def seed_all(seed):
     torch.manual_seed(seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class UpdateSettings:
+    """What an Updater takes of the flags: OpenAIAdam's settings, its schedule's warmup as a
+    fraction of the updates, the precision and the batches."""
+    lr: float
+    schedule: str
+    warmup: float
+    b1: float
+    b2: float
+    e: float
+    l2: float
+    vector_l2: bool
+    max_grad_norm: float
+    amp: str
+    compile: bool
+    update_batch: int
+    n_batch: int
+    n_batch_eval: int
+
+    @classmethod
+    def from_flags(cls, args, warmup):
+        return cls(lr=args.lr, schedule=args.lr_schedule, warmup=warmup, b1=args.b1,
+                   b2=args.b2, e=args.e, l2=args.l2, vector_l2=args.vector_l2,
+                   max_grad_norm=args.max_grad_norm, amp=args.amp, compile=args.compile,
+                   update_batch=args.update_batch, n_batch=args.n_batch,
+                   n_batch_eval=args.n_batch_eval)
+
+
 class Updater:
     """The model on this process (`module`), what runs it (`model`: DDP-wrapped under
-    torchrun, compiled with --compile), and OpenAIAdam over n_updates_total updates, all
-    from args. A subclass says what one forward pass computes (step)."""
+    torchrun, compiled with --compile), and OpenAIAdam over n_updates_total updates, as
+    the UpdateSettings say. A subclass says what one forward pass computes (step)."""
 
-    def __init__(self, args, dd, model, n_updates_total):
-        self.args, self.dd = args, dd
-        self.device = torch.device(dd.device)
-        self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.amp == 'fp16')
-        self.per_device = args.update_batch // dd.world  # check_split saw that it divides
-        self.accum = self.per_device // args.n_batch
+    def __init__(self, settings, dist, model, n_updates_total):
+        self.settings, self.dist = settings, dist
+        self.device = torch.device(dist.device)
+        self.amp_dtype = {'none': None, 'bf16': torch.bfloat16,
+                          'fp16': torch.float16}[settings.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp == 'fp16')
+        self.per_device = settings.update_batch // dist.world  # check_split saw that it divides
+        self.accum = self.per_device // settings.n_batch
         self.module = model
-        self.model = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-        if args.compile:
+        self.model = nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
+        if settings.compile:
             self.model = torch.compile(self.model, dynamic=True)
-        self.opt = OpenAIAdam(model.parameters(), lr=args.lr, schedule=args.lr_schedule,
-                              warmup=args.lr_warmup, t_total=n_updates_total, b1=args.b1,
-                              b2=args.b2, e=args.e, l2=args.l2, vector_l2=args.vector_l2,
-                              max_grad_norm=args.max_grad_norm)
+        self.opt = OpenAIAdam(model.parameters(), lr=settings.lr, schedule=settings.schedule,
+                              warmup=settings.warmup, t_total=n_updates_total, b1=settings.b1,
+                              b2=settings.b2, e=settings.e, l2=settings.l2,
+                              vector_l2=settings.vector_l2,
+                              max_grad_norm=settings.max_grad_norm)
         self.first_bad = torch.full((), -1, device=self.device)  # the first non-finite update
 
     def autocast(self):
@@ -288,18 +398,24 @@ class Updater:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, enabled=False)
 
-    def accumulate(self, batch, n_update):
-        """One optimizer update of self.accum passes, the k-th on batch(k) (the arguments
-        of step); n_update numbers it for the non-finite check. Returns the update's loss,
-        on the device."""
-        total = torch.zeros((), device=self.device)
+    def accumulate(self, examples, batch, n_update):
+        """One optimizer update from this process's share of the update's examples: self.accum
+        passes of n_batch, the k-th on batch(its examples) (the arguments of forward_loss),
+        each pass's loss counting 1/accum, so that the gradients sum to the mean's; then
+        the optimizer's step. n_update numbers it for the non-finite check. Returns the
+        update's loss, on the device."""
+        total, n = torch.zeros((), device=self.device), self.settings.n_batch
         with self.autocast():
             for k in range(self.accum):
                 last = k == self.accum - 1
                 # DDP averages gradients across processes on the last pass only
-                alone = self.dd.world > 1 and not last
+                alone = self.dist.world > 1 and not last
                 with self.model.no_sync() if alone else contextlib.nullcontext():
-                    total += self.step(*batch(k))
+                    loss = self.forward_loss(*batch(examples[k * n:(k + 1) * n]))
+                    with self.full_precision():
+                        loss = loss.float() / self.accum
+                        self.scaler.scale(loss).backward()
+                total += loss.detach()
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
@@ -307,9 +423,20 @@ class Updater:
                                      self.first_bad)
         return total
 
-    def step(self, *batch):
-        """Forward, loss and backward of one pass; returns its share of the update's loss
-        (each of the accum passes counts 1/accum, so the gradients sum to the mean's)."""
+    @torch.no_grad()
+    def evaluate(self, items, each):
+        """each(batch) over this process's contiguous share of items, n_batch_eval at a
+        time, in eval mode under autocast; returns every process's list of results."""
+        self.module.eval()
+        share = np.array_split(items, self.dist.world)[self.dist.rank]
+        n = self.settings.n_batch_eval
+        with self.autocast():
+            out = [each(share[i:i + n]) for i in range(0, len(share), n)]
+        self.module.train()
+        return self.dist.gather(out)
+
+    def forward_loss(self, *batch):
+        """The mean loss of one pass over a batch, as a float32 scalar to differentiate."""
         raise NotImplementedError
 
     def current_lr(self):
@@ -321,7 +448,7 @@ class Updater:
     def check_finite_loss(self, newest_checkpoint):
         """A host sync: done at log and save points and every 10 updates only. Every
         process stops, where any one's share of the loss was non-finite."""
-        bad = self.dd.earliest(int(self.first_bad.item()))
+        bad = self.dist.earliest(int(self.first_bad.item()))
         if bad >= 0:
             raise RunError(f'non-finite loss at update {bad}: training stopped. The last good '
                            f'checkpoint is {newest_checkpoint or "none written yet"}; lower '
@@ -329,17 +456,53 @@ class Updater:
 
 
 class Run:
-    """One training run: its flags, processes, trainer and folder, where it is (progress,
-    of the class Progress) and its log; what it writes, it writes here. A subclass logs
-    what its training measures."""
+    """One training run: its flags, processes, trainer and folder, the settings a
+    checkpoint must agree with, where it is (progress, of the class Progress) and its log;
+    what it writes, it writes here. A subclass trains (fit), logs what its training
+    measures (log) and writes its outputs (finish)."""
 
     Progress = Progress
 
-    def __init__(self, args, dd, trainer, folder, current, meta):
-        self.args, self.dd, self.trainer = args, dd, trainer
-        self.folder, self.current, self.meta = folder, current, meta
-        self.progress, self.logger = self.Progress(), None
+    def __init__(self, args, dist, trainer, folder, settings, meta):
+        self.args, self.dist, self.trainer = args, dist, trainer
+        self.folder, self.settings, self.meta = folder, settings, meta
+        self.progress, self.logger, self.board = self.Progress(), None, None
         self.saved_at = time.time()
+
+    def fit(self, stop_request):
+        raise NotImplementedError
+
+    def log(self):
+        raise NotImplementedError
+
+    def finish(self):
+        raise NotImplementedError
+
+    def after_update(self, stop_request, log=False, save=False, sync=False, also=None):
+        """What follows an update: at sync points (every tenth update, and where it logs,
+        saves or does more: the host waits for the device only there) the loss checked,
+        then the log, also(), a checkpoint, and the stop of a SIGTERM or Ctrl-C (none with
+        stop_request None)."""
+        sync = sync or log or save or also is not None or self.progress.n_updates % 10 == 0
+        if sync:
+            self.check_finite_loss()
+        if log:
+            self.log()
+        if also is not None:
+            also()
+        if save:
+            self.checkpoint()
+        if stop_request is not None:
+            self.stop(sync, stop_request)
+
+    def record(self, **fields):
+        """A line of the log; with --tensorboard its numbers as scalars at this update."""
+        self.logger.log(**fields)
+        if self.board is not None:
+            for name, value in fields.items():
+                if name not in ('n_updates', 'time') and isinstance(value, (int, float)):
+                    self.board.add_scalar(name, value, self.progress.n_updates)
+            self.board.flush()
 
     def save_due(self, n_update):
         """A checkpoint every --save_every updates, and at the first tenth update once
@@ -348,7 +511,7 @@ class Run:
             return True
         if not self.args.save_minutes or n_update % 10:
             return False
-        return self.dd.any(time.time() - self.saved_at > 60 * self.args.save_minutes)
+        return self.dist.any(time.time() - self.saved_at > 60 * self.args.save_minutes)
 
     def start(self):
         """Afresh, or from the newest checkpoint with --resume; then the log."""
@@ -358,15 +521,15 @@ class Run:
                 raise RunError(f'--resume: no readable checkpoint in '
                                f'{self.folder.checkpoints.dir}; '
                                f'{self.folder.start_afresh(resume=True)}')
-            check_settings(state['settings'], self.current, path)
+            check_settings(state['settings'], self.settings, path)
             self.trainer.module.load_state_dict(state['model'])
             self.trainer.opt.load_state_dict(state['optimizer'])
             self.trainer.scaler.load_state_dict(state['scaler'])
-            set_rng_state(state['rng'][self.dd.rank])
+            set_rng_state(state['rng'][self.dist.rank])
             self.progress = self.Progress(**state['progress'])
-            if self.dd.main:
+            if self.dist.main:
                 print(f'resuming from {path} at update {self.progress.n_updates}')
-        self.dd.on_first(self.open_log)
+        self.dist.on_first(self.open_log)
 
     def open_log(self):
         """The log afresh, or with --resume cut back to where the checkpoint left it."""
@@ -375,15 +538,20 @@ class Run:
             self.logger = ResultLogger(self.folder.log, resume_at=resume_at, **vars(self.args))
         except ValueError as err:  # the log was removed or cut after the checkpoint
             raise RunError(f'--resume: {err}; {self.folder.start_afresh(resume=True)}') from None
+        if self.args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            # what a stopped run logged after its checkpoint is logged again: purged
+            self.board = SummaryWriter(os.path.join(self.args.tensorboard, self.args.desc),
+                                       purge_step=self.progress.n_updates + 1)
 
     def checkpoint(self):
         """Model, optimizer, scaler, every process's random generators and the progress,
         so that --resume goes on as if never stopped; only finite states are written."""
-        rngs = self.dd.gather(rng_state())
+        rngs = self.dist.gather(rng_state())
         check_finite(self.trainer.module, self.progress.n_updates)
-        if self.dd.main:
+        if self.dist.main:
             self.progress.log_bytes = os.path.getsize(self.folder.log)
-            state = dict(settings=self.current, model=self.trainer.module.state_dict(),
+            state = dict(settings=self.settings, model=self.trainer.module.state_dict(),
                          optimizer=self.trainer.opt.state_dict(),
                          scaler=self.trainer.scaler.state_dict(), rng=rngs,
                          progress=dataclasses.asdict(self.progress), meta=self.meta)
@@ -397,10 +565,10 @@ class Run:
     def stop(self, sync, stop_request):
         """After a checkpoint, when SIGTERM or Ctrl-C came: every process stops at the same
         update, agreed at sync points (an all_reduce waits for the device)."""
-        if self.dd.world == 1:
+        if self.dist.world == 1:
             stopping = stop_request.requested
         else:
-            stopping = sync and self.dd.any(stop_request.requested)
+            stopping = sync and self.dist.any(stop_request.requested)
         if stopping:
             self.checkpoint()
             raise Interrupted(f'stopped at update {self.progress.n_updates}: checkpoint written '
@@ -408,16 +576,19 @@ class Run:
                               'command and --resume', together=True)
 
 
-def session(args, body):
-    """body(args, dd, folder, stop_request) with this run's processes, folder and signal
-    handling, which it leaves as it found them; a full disk becomes a RunError whose
-    advice works as the run's files stand. Freed memory is kept (keep_freed_memory)."""
+def train(args, prepare):
+    """A training run from its flags to its end, as both scripts go through it; returns
+    its progress. prepare(args, dist, folder) makes the script's checks and its Run.
+
+    The run's processes, folder and signal handling are left as they were found; a full
+    disk becomes a RunError whose advice works as the run's files stand. Freed memory is
+    kept (keep_freed_memory)."""
     keep_freed_memory()
-    dd, folder = Distributed(args.device), RunFolder(args)
+    dist, folder = Distributed(args.device), RunFolder(args)
     together = False  # where one process fails alone, the others are not at a barrier
     with StopRequest() as stop_request:
         try:
-            result = body(args, dd, folder, stop_request)
+            result = lifecycle(args, dist, folder, stop_request, prepare)
             together = True
             return result
         except RunStop as stop:
@@ -433,7 +604,26 @@ def session(args, body):
                            f'was left half-written: free space, then {then}') from None
         finally:
             folder.unlock()
-            dd.close(together)
+            dist.close(together)
+
+
+def lifecycle(args, dist, folder, stop_request, prepare):
+    """Its folders checked and locked, prepare()'s checks, data and model; then --overwrite's
+    deletion, the start (or --resume), fit and finish."""
+    dist.on_first(lambda: (check_output_dirs(args, folder), folder.lock(),
+                           folder.refuse_earlier(args.resume, args.overwrite)))
+    if dist.main:
+        print(args)
+    run = prepare(args, dist, folder)
+    # Training begins: a signal now stops at a checkpoint. Only now, with all checked that
+    # can be, may --overwrite delete the earlier run's files.
+    stop_request.training = True
+    if args.overwrite:
+        dist.on_first(folder.clear)
+    run.start()
+    run.fit(stop_request)
+    run.finish()
+    return run.progress
 
 
 def run_main(prog, work):

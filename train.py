@@ -10,6 +10,8 @@ Exit codes: 0 finished; 1 an error, said in one line; 2 a bad flag; 75 interrupt
 SIGTERM or Ctrl-C (after a checkpoint once training has begun: add --resume to go on).
 """
 import argparse
+import dataclasses
+import math
 import os
 import sys
 
@@ -20,9 +22,9 @@ from tqdm import tqdm
 import datasets
 import runs
 import tasks
-from checkpoints import RunError, settings
+from checkpoints import Progress, RunError, settings
 from download import DownloadError, download_openai_model
-from model_pytorch import (Config, DoubleHeadModel, check_weights_files, load_openai_pretrained_model,
+from model_pytorch import (DoubleHeadModel, check_weights_files, load_openai_pretrained_model,
                            load_params, pretrained_settings, save_params, weights_layout)
 from text_utils import check_vocabulary, find_vocabulary, vocabulary_differs, write_char_vocab
 from utils import (NON_NEGATIVE, PROBABILITY, DefaultsShown, Parser, columns, count, file_digest,
@@ -43,8 +45,12 @@ def parse_args(argv=None):
 
 def parser():
     p = Parser(description=__doc__.split('\n\n')[0], formatter_class=DefaultsShown)
-    # OpenAI's flags and defaults
-    p.add_argument('--desc', type=str, default=None, help='names the run (default: --dataset)')
+    runs.add_training_flags(p)
+    # OpenAI's flags and defaults, and the paper's fine-tuning settings
+    p.set_defaults(n_layer=12, n_embd=768, n_head=12, n_ctx=512, lr=6.25e-5,
+                   lr_schedule='warmup_linear', n_iter=3, n_batch_eval=32)
+    runs.default_note(p, desc='--dataset', update_batch="32, the paper's, or --n_batch x "
+                      '--n_gpu')
     p.add_argument('--dataset', type=str, default='rocstories',
                    choices=sorted(tasks.TASKS) + ['csv'],
                    help='a task of the paper, or csv: your own files (below)')
@@ -58,59 +64,17 @@ def parser():
                    help="at the end, print OpenAI's lines of the best validation score (and, "
                         'with --submit, the test score where its labels are public) and '
                         'draw the learning curves')
-    p.add_argument('--seed', type=count(0, 2 ** 32 - 1), default=42,
-                   help="seeds Python's, numpy's and torch's random numbers (numpy's range: "
-                        '0 to 2^32 - 1)')
-    p.add_argument('--n_iter', type=count(1), default=3, help='epochs')
-    p.add_argument('--n_batch', type=count(1), default=8,
-                   help='examples per device per forward pass')
-    p.add_argument('--max_grad_norm', type=real(lambda v: True, 'a number'), default=1,
-                   help="clips the gradients' global norm to this; 0 or below turns clipping "
-                        "off, as in OpenAI's code")
-    p.add_argument('--lr', type=NON_NEGATIVE, default=6.25e-5,
-                   help="Adam's learning rate at the schedule's peak")
     p.add_argument('--lr_warmup', type=real(lambda v: 0 < v <= 1, 'a fraction in (0, 1]'),
                    default=0.002,
                    help='the fraction of the updates over which the learning rate rises from 0')
-    p.add_argument('--n_ctx', type=count(3), default=512,
-                   help='the longest input in tokens (the model takes the data\'s longest, if '
-                        'shorter)')
-    p.add_argument('--n_embd', type=count(1), default=768, help='the model\'s width')
-    p.add_argument('--n_head', type=count(1), default=12, help='attention heads per block')
-    p.add_argument('--n_layer', type=count(1), default=12, help='transformer blocks')
-    p.add_argument('--embd_pdrop', type=PROBABILITY, default=0.1,
-                   help='dropout of the embeddings')
-    p.add_argument('--attn_pdrop', type=PROBABILITY, default=0.1,
-                   help='dropout of the attention weights')
-    p.add_argument('--resid_pdrop', type=PROBABILITY, default=0.1,
-                   help='dropout of the residual branches')
     p.add_argument('--clf_pdrop', type=PROBABILITY, default=0.1,
                    help="dropout before the task's classifier")
-    p.add_argument('--l2', type=NON_NEGATIVE, default=0.01,
-                   help="weight decay: l2 x the weight added to Adam's step, for matrices")
-    p.add_argument('--vector_l2', action='store_true',
-                   help='apply --l2 to vectors (biases, gains) too')
     p.add_argument('--opt', type=str, default='adam', choices=['adam'],
                    help="the optimizer: OpenAI's Adam")
-    p.add_argument('--afn', type=str, default='gelu', choices=['gelu', 'relu', 'swish'],
-                   help="the blocks' activation function")
-    p.add_argument('--lr_schedule', type=str, default='warmup_linear',
-                   choices=['warmup_linear', 'warmup_cosine', 'warmup_constant'],
-                   help='the learning rate after the warmup: down to 0 linearly, down as a '
-                        'cosine, or constant')
-    p.add_argument('--encoder_path', type=str, default=None,
-                   help='default: encoder_bpe_40000.json, or the Hub\'s vocab.json, in --model_dir')
-    p.add_argument('--bpe_path', type=str, default=None,
-                   help='default: vocab_40000.bpe, or the Hub\'s merges.txt, in --model_dir')
     p.add_argument('--n_transfer', type=count(-1), default=12,
                    help='pretrained blocks to load; -1 trains from scratch with no weights')
     p.add_argument('--lm_coef', type=NON_NEGATIVE, default=0.5,
                    help="the language model's loss, times this, is added to the task's")
-    p.add_argument('--b1', type=PROBABILITY, default=0.9, help="Adam's beta1")
-    p.add_argument('--b2', type=PROBABILITY, default=0.999, help="Adam's beta2")
-    p.add_argument('--e', '--adam_eps', type=NON_NEGATIVE, default=1e-8,
-                   help="Adam's epsilon; under torchrun, whose parser takes --e for its own, "
-                        'give it as --adam_eps')
     p.add_argument('--n_valid', type=count(1), default=374,
                    help='ROCStories: stories split off for validation; every task: training '
                         'examples evaluated at each log point')
@@ -118,9 +82,6 @@ def parser():
                    help="OpenAI's: n_batch x n_gpu examples per update (its runs: 8 x 4); "
                         'here it sets --update_batch, on however many devices are used')
     # this port's additions
-    p.add_argument('--update_batch', type=count(1), default=None,
-                   help="examples per optimizer update, over all devices (default 32, the paper's)")
-    p.add_argument('--n_batch_eval', type=count(1), default=32, help='examples per evaluation pass')
     p.add_argument('--model_dir', type=str, default='model/',
                    help="OpenAI's model/ folder, or a transformers checkpoint of OpenAIGPT")
     p.add_argument('--download', action='store_true',
@@ -157,8 +118,6 @@ def check_args(p, args):
                     f'--n_gpu {args.n_gpu} = {implied}; give one or the other')
         args.update_batch = implied
     args.update_batch = args.update_batch or 32
-    if args.n_embd % args.n_head:
-        p.error(f'--n_embd {args.n_embd} must be a multiple of --n_head {args.n_head}')
     if args.dataset == 'csv':
         need = ('train_file', 'valid_file', 'text_columns', 'label_column')
         missing = [f'--{name}' for name in need if not getattr(args, name)]
@@ -172,20 +131,16 @@ def check_args(p, args):
     runs.check_run_flags(p, args)
 
 
-def model_config(args):
-    return Config(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
-                  embd_pdrop=args.embd_pdrop, attn_pdrop=args.attn_pdrop,
-                  resid_pdrop=args.resid_pdrop, clf_pdrop=args.clf_pdrop)
-
-
 class Trainer(runs.Updater):
-    """The updater of a task: its inputs and loss, all from args (runs.Updater)."""
+    """The updater of a task (runs.Updater): its inputs and OpenAI's loss, the task's plus
+    lm_coef x the LM's; reference turns the exact fast paths off."""
 
-    def __init__(self, args, dd, model, task, inputs, n_updates_total):
-        super().__init__(args, dd, model, n_updates_total)
-        self.task, self.inputs = task, inputs
-        self.fast = not args.reference
-        self.loss = tasks.loss_compute(task, args.lm_coef)
+    def __init__(self, settings, dist, model, task, inputs, n_updates_total, lm_coef,
+                 reference=False):
+        super().__init__(settings, dist, model, n_updates_total)
+        self.task, self.inputs, self.lm_coef = task, inputs, lm_coef
+        self.fast = not reference
+        self.loss = tasks.loss_compute(task, lm_coef)
 
     def batch(self, split, rows):
         """Device tensors of the examples rows: inputs, mask, labels (None for a split
@@ -199,46 +154,34 @@ class Trainer(runs.Updater):
         return to(x), to(m), y, (int(m.sum()) if self.fast else None)
 
     def update(self, split, rows, n_update):
-        """One optimizer update from this process's share `rows` of the update's examples,
-        in args.n_batch-example passes; n_update numbers it for the non-finite check."""
-        n = self.args.n_batch
-        return self.accumulate(lambda k: self.batch(split, rows[k * n:(k + 1) * n]), n_update)
+        """One optimizer update from this process's share rows of the update's examples;
+        n_update numbers it for the non-finite check."""
+        return self.accumulate(rows, lambda part: self.batch(split, part), n_update)
 
-    def step(self, x, m, y, n_real):
-        """Forward, loss and backward of one pass; returns its share of the update's loss
-        (each of the accum passes counts 1/accum, so the gradients sum to the mean's)."""
+    def forward_loss(self, x, m, y, n_real):
         if self.fast:  # no LM head where its loss does not count (TF: lm_coef 0)
             # the LM loss computed with its head (loss.LinearCrossEntropy), but under fp16
             lm = 'rows' if self.amp_dtype != torch.float16 else True
-            lm_logits, clf_logits = self.model(x, m, n_real, lm=self.args.lm_coef > 0 and lm)
+            lm_logits, clf_logits = self.model(x, m, n_real, lm=self.lm_coef > 0 and lm)
         else:
             lm_logits, clf_logits = self.model(x)
         with self.full_precision():
             if isinstance(lm_logits, torch.Tensor):
                 lm_logits = lm_logits.float()
-            loss = self.loss(x, y, m, clf_logits.float(), lm_logits,
-                             lm_rows='targets' if self.fast else 'all') / self.accum
-            self.scaler.scale(loss).backward()
-        return loss.detach()
+            return self.loss(x, y, m, clf_logits.float(), lm_logits,
+                             lm_rows='targets' if self.fast else 'all')
 
-    @torch.no_grad()
     def logits(self, split, rows=None):
-        """Classifier outputs for the examples rows (all by default), this process's
-        contiguous share evaluated here and the shares gathered."""
-        self.module.eval()
+        """Classifier outputs for the examples rows (all by default), each process
+        evaluating its share."""
         rows = np.arange(len(split.fields[0])) if rows is None else rows
-        share = np.array_split(rows, self.dd.world)[self.dd.rank]
-        out = []
-        with self.autocast():
-            for i in range(0, len(share), self.args.n_batch_eval):
-                x, m, _, n_real = self.batch(split._replace(labels=None),
-                                             share[i:i + self.args.n_batch_eval])
-                clf = self.module(x, m if self.fast else None, n_real, lm=False)[1]
-                out.append(clf.float().cpu())
-        self.module.train()
-        return torch.cat([o for shares in self.dd.gather(out) for o in shares])
 
-    def evaluate(self, split, n=None):
+        def classify(part):
+            x, m, _, n_real = self.batch(split._replace(labels=None), part)
+            return self.module(x, m if self.fast else None, n_real, lm=False)[1].float().cpu()
+        return torch.cat([o for shares in self.evaluate(rows, classify) for o in shares])
+
+    def evaluate_split(self, split, n=None):
         """(mean classifier loss, metrics) on the first n examples of split (all by
         default): OpenAI's cost is the loss per example."""
         rows = np.arange(len(split.labels))[:n]
@@ -289,15 +232,11 @@ def missing_data(args):
     return [f'the data in --data_dir {args.data_dir}: {", ".join(absent)}'] if absent else []
 
 
-def check_inputs(args, dd):
-    """Before any work: the files this run needs, the weights against the flags, the
-    vocabulary (another than OpenAI's is allowed, with a warning), and the update's split
-    over the processes. Returns the vocabulary's size."""
+def check_inputs(args, main):
+    """Before any work: the files this run needs, the weights against the flags, and the
+    vocabulary (another than OpenAI's is allowed, with a warning the first process, main,
+    prints). Returns the vocabulary's size."""
     check_model_files(args)
-    per_device = args.update_batch // dd.world
-    if args.update_batch % dd.world or per_device % args.n_batch:
-        raise RunError(f'--update_batch {args.update_batch} must split into {dd.world} '
-                       f'process(es) x --n_batch {args.n_batch} x a whole number of steps')
     model_dir = None if args.n_transfer == -1 else args.model_dir
     try:  # the vocabulary and params_shapes.json as generate.py and zeroshot.py check them
         n_vocab = check_vocabulary(args.encoder_path, args.bpe_path)
@@ -306,7 +245,7 @@ def check_inputs(args, dd):
     except (OSError, ValueError) as err:
         raise RunError(err) from None
     differs = vocabulary_differs(args.encoder_path, args.bpe_path)
-    if differs and dd.main:
+    if differs and main:
         print(f'train.py: warning: {differs}', file=sys.stderr)
     if args.n_transfer == -1:
         return n_vocab
@@ -332,7 +271,7 @@ def check_inputs(args, dd):
     return n_vocab
 
 
-def load_task(args, dd):
+def load_task(args, dist):
     """The task's splits, encoded and with labels as arrays, and the digest of their
     texts (a checkpoint must agree with it). Test files are needed only with --submit."""
     try:
@@ -350,7 +289,7 @@ def load_task(args, dd):
         raise RunError(err) from None
     digest = datasets.texts_digest(splits)
     data = datasets.encoded(args.dataset, splits, args.encoder_path, args.bpe_path,
-                            cache_dir=args.cache_dir, verbose=dd.main, digest=digest)
+                            cache_dir=args.cache_dir, verbose=dist.main, digest=digest)
     data = {name: split._replace(labels=tasks.label_array(task, split.labels))
             for name, split in data.items()}
     return task, data, digest
@@ -362,7 +301,7 @@ def build_model(args, task, data, n_vocab):
     specials, n_special = tasks.Specials.after(n_vocab), 3
     inputs = tasks.Inputs(task, specials, n_vocab + n_special, args.n_ctx)
     n_ctx = inputs.longest(data.values())
-    model = DoubleHeadModel(model_config(args), specials.classify, task.head,
+    model = DoubleHeadModel(runs.model_config(args, args.clf_pdrop), specials.classify, task.head,
                             vocab=n_vocab + n_special + n_ctx, n_ctx=n_ctx)
     try:
         load_openai_pretrained_model(model, n_ctx=n_ctx, n_special=n_special,
@@ -370,23 +309,66 @@ def build_model(args, task, data, n_vocab):
                                      path=args.model_dir)
     except (OSError, ValueError) as err:
         raise RunError(err) from None
-    meta = dict(cfg=dict(model_config(args)), n_vocab=n_vocab, n_special=n_special, n_ctx=n_ctx,
+    meta = dict(cfg=dict(runs.model_config(args, args.clf_pdrop)), n_vocab=n_vocab, n_special=n_special, n_ctx=n_ctx,
                 clf_token=specials.classify, task_head_type=task.head, dataset=args.dataset)
     return model, inputs, meta
 
 
+@dataclasses.dataclass
+class FineTuningProgress(Progress):
+    """Progress, and where in its epochs a fine-tuning run is."""
+    n_epochs: int = 0
+    batch: int = 0            # updates done in the current epoch
+    order: object = None      # the current epoch's order of training examples (a tensor)
+    best_score: float = -math.inf
+
+    def epoch_order(self, n):
+        """This epoch's order, drawn as OpenAI's shuffle draws it from numpy's generator."""
+        if self.order is None:
+            self.order = torch.from_numpy(np.random.permutation(n))
+        return self.order.numpy()
+
+    def end_epoch(self):
+        self.n_epochs, self.batch, self.order = self.n_epochs + 1, 0, None
+
+
 class Run(runs.Run):
-    """A fine-tuning run (runs.Run): OpenAI's log of the task's metrics, the best
+    """A fine-tuning run (runs.Run): OpenAI's loop and log of the task's metrics, the best
     parameters with --submit, and the submission."""
 
-    def __init__(self, args, dd, trainer, data, folder, meta, current):
-        super().__init__(args, dd, trainer, folder, current, meta)
+    Progress = FineTuningProgress
+
+    def __init__(self, args, dist, trainer, data, folder, settings, meta):
+        super().__init__(args, dist, trainer, folder, settings, meta)
         self.data = data
 
     def start(self):
         super().start()
-        if self.dd.main and self.args.submit and not self.args.resume:
+        if self.dist.main and self.args.submit and not self.args.resume:
             save_params(self.folder.best, self.trainer.module, **self.meta)
+
+    def fit(self, stop_request):
+        """OpenAI's loop: n_iter epochs of shuffled updates, logged at its log points and
+        at each epoch's end."""
+        args, trainer, progress = self.args, self.trainer, self.progress
+        train = self.data['train']
+        n_batches = len(train.labels) // args.update_batch
+        while progress.n_epochs < args.n_iter:
+            order = progress.epoch_order(len(train.labels))
+            for b in tqdm(range(progress.batch, n_batches), initial=progress.batch,
+                          total=n_batches, ncols=80, leave=False, disable=not self.dist.main,
+                          desc=f'epoch {progress.n_epochs + 1}/{args.n_iter}'):
+                rows = order[b * args.update_batch:(b + 1) * args.update_batch]
+                share = rows[self.dist.rank * trainer.per_device:][:trainer.per_device]
+                trainer.update(train, share, progress.n_updates + 1)
+                progress.n_updates, progress.batch = progress.n_updates + 1, b + 1
+                self.after_update(stop_request, save=self.save_due(progress.n_updates),
+                                  log=(progress.n_epochs == 0
+                                       and progress.n_updates in OPENAI_LOG_UPDATES),
+                                  sync=b == n_batches - 1)
+            progress.end_epoch()
+            self.log()
+            self.checkpoint()
 
     def log(self):
         """OpenAI's log(): cost and metrics on n_valid training examples and on each
@@ -394,129 +376,85 @@ class Run(runs.Run):
         the first validation score beats the best so far (a tie keeps the earlier ones,
         as OpenAI's `>`)."""
         task, progress = self.trainer.task, self.progress
-        results = {'tr': self.trainer.evaluate(self.data['train'], self.args.n_valid)}
+        results = {'tr': self.trainer.evaluate_split(self.data['train'], self.args.n_valid)}
         for prefix, split in zip(tasks.valid_prefixes(task), task.valid):
-            results[prefix] = self.trainer.evaluate(self.data[split])
-        if not self.dd.main:
+            results[prefix] = self.trainer.evaluate_split(self.data[split])
+        if not self.dist.main:
             return
         record = dict(n_epochs=progress.n_epochs, n_updates=progress.n_updates)
         record.update({f'{prefix}_cost': cost for prefix, (cost, _) in results.items()})
         record.update({f'{prefix}_{metric}': value for prefix, (_, metrics) in results.items()
                        for metric, value in metrics.items()})
-        self.logger.log(**record)
+        self.record(**record)
         tqdm.write(tasks.log_line(task, record))
         score = record[f'va_{task.metrics[0]}']
         if self.args.submit and score > progress.best_score:
             progress.best_score = score
             save_params(self.folder.best, self.trainer.module, **self.meta)
 
+    def finish(self):
+        """With --submit the test predictions; with --analysis OpenAI's lines."""
+        test_scores = self.submit() if self.args.submit else {}
+        if self.args.analysis and self.dist.main:
+            tasks.report(self.trainer.task, self.folder.log, test_scores, self.folder.curves)
+
     def submit(self):
         """OpenAI's --submit: the best parameters predict every test split; a file of
         predictions per split, and the score where the test labels are public."""
-        task, dd, trainer = self.trainer.task, self.dd, self.trainer
-        if dd.main:
+        task, dist, trainer = self.trainer.task, self.dist, self.trainer
+        if dist.main:
             trainer.module.load_state_dict(load_params(self.folder.best,
                                                        map_location=trainer.device)[1])
         for p in trainer.module.state_dict().values():
-            dd.broadcast(p)
+            dist.broadcast(p)
         test_scores = {}
         for name in task.submission:
             split = self.data[name]
             preds = tasks.predict(task, trainer.logits(split))
-            if not dd.main:
+            if not dist.main:
                 continue
             tasks.write_predictions(task, name, split, preds, self.folder.submission_dir)
             if split.labels is not None:
                 test_scores[name] = tasks.score(task, preds, split.labels, split.group)
-        if dd.main and test_scores:
-            self.logger.log(**{f'te_{metric}' if name == 'test' else f'te_{name}_{metric}': value
-                               for name, metrics in test_scores.items()
-                               for metric, value in metrics.items()})
+        if dist.main and test_scores:
+            self.record(**{f'te_{metric}' if name == 'test' else f'te_{name}_{metric}': value
+                           for name, metrics in test_scores.items()
+                           for metric, value in metrics.items()})
         return test_scores
 
 
-def fit(run, stop_request):
-    """OpenAI's loop: n_iter epochs of shuffled updates, logged at its log points and at
-    each epoch's end. The host waits for the device only at log and save points, every
-    10 updates and at an epoch's end."""
-    args, dd, trainer, progress = run.args, run.dd, run.trainer, run.progress
-    train = run.data['train']
-    n_batches = len(train.labels) // args.update_batch
-    while progress.n_epochs < args.n_iter:
-        order = progress.epoch_order(len(train.labels))
-        for b in tqdm(range(progress.batch, n_batches), initial=progress.batch, total=n_batches,
-                      ncols=80, leave=False, disable=not dd.main,
-                      desc=f'epoch {progress.n_epochs + 1}/{args.n_iter}'):
-            rows = order[b * args.update_batch:(b + 1) * args.update_batch]
-            trainer.update(train, rows[dd.rank * trainer.per_device:][:trainer.per_device],
-                           progress.n_updates + 1)
-            progress.n_updates, progress.batch = progress.n_updates + 1, b + 1
-            log_due = progress.n_epochs == 0 and progress.n_updates in OPENAI_LOG_UPDATES
-            save_due = run.save_due(progress.n_updates)
-            sync = progress.n_updates % 10 == 0 or log_due or save_due or b == n_batches - 1
-            if sync:
-                run.check_finite_loss()
-            if log_due:
-                run.log()
-            if save_due:
-                run.checkpoint()
-            run.stop(sync, stop_request)
-        progress.end_epoch()
-        run.log()
-        run.checkpoint()
-
-
 def train(args):
-    return runs.session(args, run_training)
+    return runs.train(args, prepare)
 
 
-def run_training(args, dd, folder, stop_request):
-    outputs = [('submission_dir', folder.submission_dir)] if args.submit else []
-    dd.on_first(lambda: (runs.check_output_dirs(args, folder, outputs), folder.lock(),
-                         folder.refuse_earlier(args.resume, args.overwrite)))
-    run = checked_run(args, dd, folder)
-    # Training begins: a signal now stops at a checkpoint. Only now, with all checked that
-    # can be, may --overwrite delete the earlier run's files.
-    stop_request.training = True
-    if args.overwrite:
-        dd.on_first(folder.clear)
-    run.start()
-    fit(run, stop_request)
-    test_scores = run.submit() if args.submit else {}
-    if args.analysis and dd.main:
-        tasks.report(run.trainer.task, folder.log, test_scores, folder.curves)
-    return run.progress
-
-
-def checked_run(args, dd, folder):
+def prepare(args, dist, folder):
     """The run, made ready on all the checks that can come before training: the inputs,
     the data, the weights against the flags, and the number of updates."""
-    if dd.main:
-        print(args)
     runs.seed_all(args.seed)
-    if args.download and dd.main:
+    if args.download and dist.main:
         try:
             download_openai_model(args.model_dir)
         except (DownloadError, ValueError) as err:
             raise RunError(f'--download failed: {err}') from None
-    n_vocab = check_inputs(args, dd)
-    task, data, data_digest = load_task(args, dd)
+    n_vocab = check_inputs(args, dist.main)
+    task, data, data_digest = load_task(args, dist)
     model, inputs, meta = build_model(args, task, data, n_vocab)
-    model.to(dd.device)
+    model.to(dist.device)
     # dropout masks differ per rank; data order and weights (numpy, model init) do not
-    torch.manual_seed(args.seed + dd.rank)
+    torch.manual_seed(args.seed + dist.rank)
     n_train = len(data['train'].labels)
-    n_updates_total = count_updates(args, n_train, dd.main)
-    trainer = Trainer(args, dd, model, task, inputs, n_updates_total)
-    current = settings(args, dd.world, dict(
+    n_updates_total = count_updates(args, n_train, dist.main)
+    trainer = Trainer(runs.UpdateSettings.from_flags(args, args.lr_warmup), dist, model, task,
+                      inputs, n_updates_total, args.lm_coef, args.reference)
+    run_settings = settings(args, dist.world, dict(
         data=data_digest, n_ctx=meta['n_ctx'], n_vocab=meta['n_vocab'],
         vocabulary=[file_digest(args.encoder_path), file_digest(args.bpe_path)]))
-    if dd.main:
+    if dist.main:
         print(f'{n_train} training examples, n_ctx {meta["n_ctx"]}; effective batch '
               f'{args.update_batch} = {args.n_batch} per forward x {trainer.accum} '
-              f'accumulation step(s) x {dd.world} device(s); {n_updates_total} updates '
-              f'on {dd.device}{"" if args.amp == "none" else " with " + args.amp + " autocast"}')
-    return Run(args, dd, trainer, data, folder, meta, current)
+              f'accumulation step(s) x {dist.world} device(s); {n_updates_total} updates '
+              f'on {dist.device}{"" if args.amp == "none" else " with " + args.amp + " autocast"}')
+    return Run(args, dist, trainer, data, folder, run_settings, meta)
 
 
 def count_updates(args, n_train, main):

@@ -16,13 +16,14 @@ from conftest import terminated_at  # noqa: E402
 
 
 def non_finite_at(n):
-    """A stand-in for train.Trainer.step (one per update here) whose loss in update n is
-    nan; its gradients are left finite, so that no other process sees it."""
-    step, calls = train.Trainer.step, itertools.count(1)
+    """A stand-in for train.Trainer.forward_loss (one pass per update here) whose loss in
+    update n is nan; its gradients are left finite, so that no other process sees it."""
+    forward_loss, calls = train.Trainer.forward_loss, itertools.count(1)
 
     def poisoned(self, *args):
-        loss = step(self, *args)
-        return loss * float('nan') if next(calls) == n else loss
+        loss = forward_loss(self, *args)
+        # nan added as a constant: the value is nan, the gradient the loss's own
+        return loss + loss.detach() * float('nan') if next(calls) == n else loss
     return poisoned
 
 
@@ -35,7 +36,7 @@ rank = os.environ['RANK']
 if fault == 'sigterm' and rank == '1':
     train.Trainer.update = terminated_at(5)
 elif fault == 'nan' and rank == '1':
-    train.Trainer.step = non_finite_at(9)
+    train.Trainer.forward_loss = non_finite_at(9)
 elif fault == 'full_disk' and rank == '0':
     tasks.write_predictions = full_disk
 train.main(argv)

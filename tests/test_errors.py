@@ -580,9 +580,9 @@ def test_analysis_refuses_predictions_outside_the_labels(done, capsys):
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp('gen') / 'best_params.safetensors'
     # the character vocabulary's 58 tokens, 3 special ones, 8 positions
-    model = DoubleHeadModel(train.model_config(train.parse_args(TINY)), 60, 'multiple_choice',
+    model = DoubleHeadModel(runs.model_config(train.parse_args(TINY)), 60, 'multiple_choice',
                             vocab=61 + 8, n_ctx=8)
-    save_params(str(path), model, cfg=dict(train.model_config(train.parse_args(TINY))),
+    save_params(str(path), model, cfg=dict(runs.model_config(train.parse_args(TINY))),
                 n_vocab=58, n_special=3, n_ctx=8, clf_token=60, task_head_type='multiple_choice')
     return path
 

@@ -76,7 +76,7 @@ def test_each_process_takes_its_own_share_of_an_update(corpus_run):
     class Share:  # what PretrainRun.starts reads of the run
         def __init__(self, rank, world):
             self.args = type('A', (), dict(seed=1, update_batch=8, n_ctx=16))
-            self.dd = type('D', (), dict(rank=rank))
+            self.dist = type('D', (), dict(rank=rank))
             self.trainer = type('T', (), dict(per_device=8 // world))
             self.train_stream = type('S', (), dict(n_tokens=500))
     one = pretrain.PretrainRun.starts(Share(0, 1), 5)
@@ -157,8 +157,8 @@ def without_times(log):
 def test_sigterm_then_resume_ends_as_an_uninterrupted_run(corpus_run, capsys, monkeypatch):
     tmp, argv = corpus_run
     pretrain.main(argv + ['--desc', 'whole', '--save_every', '2'])
-    monkeypatch.setattr(pretrain.LMTrainer, 'update_windows',
-                        terminated_at(5, pretrain.LMTrainer.update_windows))
+    monkeypatch.setattr(pretrain.LMTrainer, 'update',
+                        terminated_at(5, pretrain.LMTrainer.update))
     code, _, err = fails(argv + ['--desc', 'cut', '--save_every', '2'], capsys, pretrain.main)
     assert code == 75 and 'stopped at update 5' in err and '--resume' in err
     monkeypatch.undo()
@@ -328,14 +328,14 @@ def test_a_run_releases_only_its_own_lock(corpus_run, capsys, monkeypatch):
     tmp, argv = corpus_run
     second, elsewhere = {}, argv + ['--save_dir', str(tmp / 'save2')]
 
-    def cleaned_up_during_the_run(run, stop_request, deadline):
+    def cleaned_up_during_the_run(run, stop_request):
         os.remove(tmp / 'log' / '.tiny.lock')
         os.remove(tmp / 'save' / 'tiny' / '.lock')  # gone, and taken by none
         second['folder'] = RunFolder(pretrain.parse_args(elsewhere))
         second['folder'].lock()
-        return fit(run, stop_request, deadline)
-    fit = pretrain.fit
-    monkeypatch.setattr(pretrain, 'fit', cleaned_up_during_the_run)
+        return fit(run, stop_request)
+    fit = pretrain.PretrainRun.fit
+    monkeypatch.setattr(pretrain.PretrainRun, 'fit', cleaned_up_during_the_run)
     pretrain.main(argv)  # ends without error, its model written
     assert (tmp / 'save' / 'tiny' / 'model' / 'model.safetensors').exists()
     monkeypatch.undo()

@@ -36,11 +36,12 @@ def make_trainer(n_ctx=40, update_batch=8, n_batch=4, reference=False, lm_coef=0
                             + (['--reference'] if reference else []))
     task = tasks.TASKS['rocstories']
     torch.manual_seed(seed)
-    model = DoubleHeadModel(train.model_config(args), SPECIALS.classify, task.head,
+    model = DoubleHeadModel(runs.model_config(args, args.clf_pdrop), SPECIALS.classify, task.head,
                             vocab=53 + n_ctx, n_ctx=n_ctx)
     inputs = tasks.Inputs(task, SPECIALS, 53, args.n_ctx)
-    trainer = train.Trainer(args, runs.Distributed('cpu'), model, task, inputs,
-                            n_updates_total=10)
+    trainer = train.Trainer(runs.UpdateSettings.from_flags(args, args.lr_warmup),
+                            runs.Distributed('cpu'), model, task, inputs, 10, args.lm_coef,
+                            args.reference)
     if opt == 'sgd':
         trainer.opt = torch.optim.SGD(model.parameters(), lr=0.5)
     return trainer
