@@ -7,51 +7,10 @@
         --out exp/layers -- --n_iter 3
     python experiments.py zeroshot --snapshots save/books --data_dir data/ --out exp/zeroshot
 
-ablations  Table 5: each task fine-tuned with the full method, without pre-training
-           (--n_transfer -1) and without the auxiliary LM (--lm_coef 0). A row per
-           variant, a column per task in its metric (tasks.py's first: accuracy, Matthews
-           for CoLA, F1 for MRPC and QQP, Pearson for STS-B) and their average.
-layers     Figure 2, left: each task fine-tuned with 0, 1, ..., --n_layer pretrained
-           blocks (--n_transfer k); the validation and training scores against k.
-zeroshot   Figure 2, right: zeroshot.py's heuristics (ROCStories, RACE, SST-2, CoLA) scored
-           with every model folder of a pretrain.py run, against its updates. The raw
-           scores are drawn, each task's chance level as a dashed line (not the paper's
-           normalisation between chance and the state of the art of the time). --snapshots
-           is pretrain.py's save/{desc}/ (its snapshots/update_N/ and its final model/,
-           whose update is its newest checkpoint's, or --final_updates), or its snapshots/.
-
-A run's score is its validation metric at its best evaluation: the first of the highest,
-as train.py --submit keeps its parameters. The training score of `layers` is that same
-evaluation's (train.py scores --n_valid training examples at each evaluation). Test
-labels are never read for a score.
-
-Everything after `--` goes to every train.py run (--n_iter, --n_layer, --device, --amp,
---submit, --cache_dir, ...). experiments.py sets --dataset, --desc, --data_dir,
---model_dir, --log_dir, --save_dir and --submission_dir (and --n_transfer in layers),
-and refuses them there.
-
---data_dir: each task's files are looked for as train.py and zeroshot.py read them, in
-the folder and in its rocstories/, glue/, tasks/ and tasks/glue/ (README's layout, or
-shared data's: rocstories/ CSVs, tasks/glue/<TASK>/, tasks/RACE/).
-
---out holds:
-  log/{run}.jsonl, save/{run}/, submission/{run}/  each run's own files, as train.py writes them
-  cache/                                           the encoded data, which every run shares
-  runs/{run}.json                                  each run's state (started, done, stopped,
-                                                   failed), settings and seconds; zeroshot's
-                                                   scores
-  {experiment}.json, .md, .png                     the results, a markdown table, the figure
-
-Started again on the same --out, an experiment goes on where it stopped: a run recorded
-done (train.py returned, and its log holds the evaluation of its last epoch) is not run
-again; a stopped or failed one goes on from its newest checkpoint (--resume), or, without
-one, starts again over its own files (--overwrite). Progress says the runs done, the runs
-left and the time left (the finished runs' mean duration). Runs recorded with other
-settings, and files of runs that experiments.py did not start, are refused.
-
-Before the first run: every flag, every task's data, the model folder and vocabulary,
-each run's number of updates and the runs recorded are checked, and a fault is said in
-one line.
+ablations is Table 5, layers Figure 2 left, zeroshot Figure 2 right. Everything after `--`
+goes to every train.py run. Started again on the same --out, an experiment goes on where
+it stopped. docs/analyses.md says what each measures, what --out holds, how a run is
+scored and resumed, and what is checked before the first run.
 
 Exit codes: 0 done; 1 an error; 2 a bad flag; 75 interrupted (run the same command again).
 """

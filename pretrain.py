@@ -346,9 +346,9 @@ def check_args(p, args):
     runs.check_run_flags(p, args)
 
 
-def shape_from(args):
-    """The model's shape from the flags, or from --init_from's folder, which flags given
-    must agree with; returns the vocabulary size of --init_from's weights (or None)."""
+def adopt_init_shape(args):
+    """With --init_from, sets the shape flags (and --afn) to its folder's, which flags
+    given must agree with, and returns the vocabulary size of its weights; else None."""
     if args.init_from is None:
         return None
     try:
@@ -395,7 +395,7 @@ def build_model(args, n_vocab):
 def prepare(args, dist, folder):
     """The run, made ready on all the checks that can come before training: the model's
     shape and vocabulary, --init_from's weights, the corpus, the schedule."""
-    n_pretrained_vocab = shape_from(args)
+    n_pretrained_vocab = adopt_init_shape(args)
     try:
         n_vocab = check_vocabulary(args.encoder_path, args.bpe_path)
         if args.init_from is not None:

@@ -186,13 +186,8 @@ class Distributed:
 
     def close(self, together):
         """The process group's end; `together` when every process ends here at the same
-        point (the run done, or stopped at an agreed update), which a barrier then waits
-        for. Why: a gloo worker thread lets go of a finished collective's tensors after the
-        collective has returned, and that needs the GIL; in a process already shutting
-        Python down it aborts the process ("terminate called without an active
-        exception"). A rank that ends right after the last checkpoint's gather, while the
-        first one still writes the file, did so in about 1 in 10 runs. At the barrier,
-        which holds no tensors, the GIL is free until the slowest process arrives."""
+        point (the run done, or stopped at an agreed update): a barrier then lets the
+        slowest finish its last collective before any process shuts Python down."""
         if self.world > 1 and torch_dist.is_initialized():
             if together:
                 try:

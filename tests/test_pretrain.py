@@ -400,3 +400,44 @@ def test_a_kill_9_at_a_random_moment_then_resume_ends_as_an_uninterrupted_run(co
         assert all(torch.equal(whole[k], killed[k]) for k in whole), f'killed after {delay} s'
         assert without_times(read_log(tmp / 'log' / f'{desc}.jsonl'))[1:] == \
             without_times(read_log(tmp / 'log' / 'whole.jsonl'))[1:], f'killed after {delay} s'
+
+
+def test_curves_are_drawn_at_every_log_line_and_tensorboard_gets_the_same_scalars(
+        corpus_run, capsys, monkeypatch):
+    """The PNG is there after the first log line, before the run ends; --tensorboard
+    writes the log's numbers as scalars at their updates, those a stopped run logged after
+    its checkpoint purged when it resumes."""
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tmp, argv = corpus_run
+    png = tmp / 'log' / 'tiny.png'
+    seen = []
+    log = pretrain.PretrainRun.log
+
+    def logged(run):
+        log(run)
+        seen.append(png.exists())
+    monkeypatch.setattr(pretrain.PretrainRun, 'log', logged)
+    monkeypatch.setattr(pretrain.LMTrainer, 'update', terminated_at(5, pretrain.LMTrainer.update))
+    argv = argv + ['--tensorboard', str(tmp / 'tb'), '--log_every', '2', '--save_every', '3']
+    code, _, _ = fails(argv, capsys, pretrain.main)  # logs at 2 and 4, stops at 5 after 3's
+    assert code == 75 and seen == [True, True]
+    monkeypatch.setattr(pretrain.LMTrainer, 'update', terminated_at(99, pretrain.LMTrainer.update))
+    pretrain.main(argv + ['--resume'])
+    events = EventAccumulator(str(tmp / 'tb' / 'tiny'))
+    events.Reload()
+    records = read_log(tmp / 'log' / 'tiny.jsonl')[1:]
+    for name in ('tr_loss', 'va_loss', 'va_ppl', 'lr', 'n_tokens'):
+        scalars = events.Scalars(name)
+        assert [s.step for s in scalars] == [2, 4, 6] == [r['n_updates'] for r in records]
+        assert [s.value for s in scalars] == pytest.approx([r[name] for r in records])
+
+
+def test_tensorboard_without_its_package_is_one_line(corpus_run, capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'tensorboard' else find_spec(name, *a))
+    tmp, argv = corpus_run
+    code, line = test_errors.one_error(pretrain.main, argv + ['--tensorboard', str(tmp)], capsys)
+    assert code == 2 and 'pip install tensorboard' in line
