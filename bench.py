@@ -751,7 +751,7 @@ def first_update_time(args, row):
     def first(*_):
         print(json.dumps(dict(at=time.time())), flush=True)
         os._exit(0)  # nothing of the run is needed past this point
-    pretrain.LMTrainer.update_windows = first
+    pretrain.LMTrainer.update = first
     pretrain.main(row_argv(args, row))
     raise SystemExit('bench.py: error: pretrain.py ended before its first update')
 
