@@ -758,8 +758,8 @@ def first_update_time(args, row):
 
 def stream_costs(args, size, updates=50):
     """A stream of size random tokens (uint16, as GPT-1's) on disk: the time of the
-    cache's check of its token file, and of drawing an update's windows (64 of 512
-    tokens, the paper's), each with the file's pages evicted from memory (as after a
+    cache's check of its token file, and of drawing an update's windows (the paper's 64,
+    of 512 + 1 tokens), each with the file's pages evicted from memory (as after a
     reboot) and in memory."""
     n = size_of(size)
     path = os.path.join(args.corpus_dir, f'stream-{size}.tokens')
@@ -778,8 +778,8 @@ def stream_costs(args, size, updates=50):
             evict(path)
         start = time.perf_counter()
         for k in range(1, updates + 1):
-            starts = pretrain.update_starts(0, k, 64, n, 512)
-            pretrain.window_inputs(stream.windows(starts, 512), N_VOCAB)
+            starts = pretrain.update_starts(0, k, 64, n, 513)
+            pretrain.window_batch(stream.windows(starts, 513), N_VOCAB)
         out[f'draw_{pages}_ms'] = (time.perf_counter() - start) / updates * 1e3
     return out
 
@@ -819,7 +819,7 @@ def report_corpus(results):
         if 'draw_warm_ms' in r:
             print(f"{r['row']} ({r['file_gb']:.1f} GB): the cache's check of the token file "
                   f"{r['check_cold_s']:.2f} s from disk, {r['check_warm_s']:.2f} s in memory; "
-                  f"an update's windows (64 of 512) {r['draw_cold_ms']:.2f} ms from disk, "
+                  f"an update's windows (64 of 513 tokens) {r['draw_cold_ms']:.2f} ms from disk, "
                   f"{r['draw_warm_ms']:.3f} ms in memory")
 
 
