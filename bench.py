@@ -43,6 +43,15 @@ pretrain.py on the warm cache, timed from its start to its first update; and a s
 an update's windows, from disk and from memory. Everything goes under --corpus_dir.
 
     python bench.py --corpus --books books/ --corpus_rows text:100M,jsonl:100M
+
+--generate times sampling instead: generate.sample (its key/value cache, many samples in one
+batch) against transformers' OpenAIGPTLMHeadModel.generate, the same weights in the same
+precision (the weights cast, fp32 and bf16), for --gen_samples samples of a prompt of
+--gen_prompt tokens continued to each of --gen_lengths tokens, each in its own process;
+and the floor that the memory bandwidth sets: the bytes of weights a step reads, over the
+bandwidth of a large copy measured in the same run (see run_generate).
+
+    python bench.py --generate                  # 12 x 768: 1 and 8 samples, 128 and 512 tokens
 """
 import argparse
 import contextlib
@@ -63,10 +72,13 @@ import torch
 
 import corpus
 import datasets
+import export
+import generate
 import pretrain
 import tasks
 import runs
 import train
+from model_pytorch import DEFAULT_CONFIG, Config, LMModel
 from text_utils import usable_cpus
 from utils import Parser, Ragged, keep_freed_memory
 
@@ -122,12 +134,28 @@ def parse_args(argv=None):
     p.add_argument('--corpus_rows', default=CORPUS_ROWS,
                    help='with --corpus: FORMAT:SIZE rows, comma-separated (formats: '
                         f'{", ".join(CORPUS_FORMATS)}; stream:1B, a stream of 1B tokens)')
-    p.add_argument('--corpus_dir', default=os.path.join(tempfile.gettempdir(), 'gpt1-corpus-bench'),
+    p.add_argument('--corpus_dir',
+                   default=os.path.join(tempfile.gettempdir(), 'gpt1-corpus-bench'),
                    help='with --corpus: where the synthetic corpora, their caches and the '
                         'runs go (kept for the next rows)')
+    p.add_argument('--generate', action='store_true',
+                   help='time sampling instead (below), with a model of --n_ctx positions')
+    p.add_argument('--gen_lengths', type=counts, default=[128, 512],
+                   help='with --generate: the tokens of prompt and continuation together, '
+                        'comma-separated (at most --n_ctx)')
+    p.add_argument('--gen_samples', type=counts, default=[1, 8],
+                   help='with --generate: samples per run, comma-separated')
+    p.add_argument('--gen_prompt', type=int, default=16,
+                   help="with --generate: the prompt's tokens")
     args = p.parse_args(argv)
     if args.pretrain and args.impl == 'reference':
         p.error('--impl reference: pre-training has one path of this port (fast)')
+    if args.generate and args.impl == 'reference':
+        p.error('--impl reference: sampling has one path of this port (fast)')
+    if args.generate and not 0 < args.gen_prompt < min(args.gen_lengths) <= max(
+            args.gen_lengths) <= args.n_ctx:
+        p.error(f'--gen_lengths: expected lengths above --gen_prompt {args.gen_prompt} and at '
+                f'most --n_ctx {args.n_ctx}, got {args.gen_lengths}')
     args.n_batch = args.n_batch or (PRETRAIN_BATCH if args.pretrain else 8)
     return args
 
@@ -558,7 +586,8 @@ def report_capacity(found):
 def configurations(args, peaks):
     """(impl, dtype) to time: bf16 only where the device multiplies it faster than fp32
     (or with --force_bf16), transformers only where it is installed."""
-    impls = (PRETRAIN_IMPLS if args.pretrain else IMPLS) if args.impl == 'all' else (args.impl,)
+    impls = ((PRETRAIN_IMPLS if args.pretrain or args.generate else IMPLS) if args.impl == 'all'
+             else (args.impl,))
     if args.impl == 'all' and importlib.util.find_spec('transformers') is None:
         print('transformers: skipped, not installed')
         impls = impls[:-1]
@@ -717,12 +746,13 @@ def write_document(book, fmt, stem):
 def row_argv(args, row):
     """pretrain.py's arguments for a row: its corpus, cache and run folders, the paper's
     model."""
-    fmt, size = row.split(':')
+    fmt = row.split(':')[0]
     base = corpus_folder(args, row)
     return ['--corpus', os.path.join(base, 'corpus'), '--cache_dir', os.path.join(base, 'cache'),
             '--log_dir', os.path.join(base, 'log'), '--save_dir', os.path.join(base, 'save'),
             '--encoder_path', args.encoder_path, '--bpe_path', args.bpe_path, '--desc', 'bench',
-            '--overwrite', '--device', 'cpu'] + (['--paragraphs', 'lines'] if fmt == 'lines' else [])
+            '--overwrite', '--device', 'cpu'] + \
+        (['--paragraphs', 'lines'] if fmt == 'lines' else [])
 
 
 def corpus_encoding(args, row):
@@ -737,8 +767,8 @@ def corpus_encoding(args, row):
     with open(os.path.join(pargs.corpus, '.size')) as f:
         text_bytes = int(f.read())
     cache = [os.path.join(pargs.cache_dir, n) for n in os.listdir(pargs.cache_dir)]
-    return dict(row=row, documents=len(corpus.corpus_files(pargs.corpus)), text_mb=text_bytes / 1e6,
-                encode_s=seconds, processes=usable_cpus(),
+    return dict(row=row, documents=len(corpus.corpus_files(pargs.corpus)),
+                text_mb=text_bytes / 1e6, encode_s=seconds, processes=usable_cpus(),
                 tokens=sum(s.n_tokens for s in streams),
                 main_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 worker_peak_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -823,6 +853,140 @@ def report_corpus(results):
                   f"{r['draw_warm_ms']:.3f} ms in memory")
 
 
+def counts(text):
+    """An argparse type: whole numbers >= 1, separated by commas."""
+    values = [int(v) for v in text.split(',') if v.strip().isdigit()]
+    if len(values) != len(text.split(',')) or min(values, default=0) < 1:
+        raise argparse.ArgumentTypeError(f'expected whole numbers >= 1 separated by commas, '
+                                         f'got {text!r}')
+    return values
+
+
+def generate_main(args, argv):
+    """--generate: every (length, samples, implementation, dtype) in its own process, against
+    the floor of the memory bandwidth measured here."""
+    if args.only:
+        impl, dtype, n, length = args.only.split(':')
+        print(json.dumps(run_generate(args, impl, dtype, int(n), int(length))))
+        return
+    peaks = {d: matmul_peak(DTYPES[d], args.device) for d in DTYPES}
+    bandwidth = copy_bandwidth(args.device)
+    device = torch.cuda.get_device_name() if args.device.startswith('cuda') else \
+        f'{cpu_name()}, {torch.get_num_threads()} threads'
+    print(f'device: {device}; torch {torch.__version__}; {args.n_layer} layers, {args.n_embd} '
+          f'wide; a prompt of {args.gen_prompt} tokens continued with top-k {GEN_TOP_K} draws')
+    print(f'memory bandwidth: {bandwidth:.1f} GB/s (a copy of 1 GiB, its reads and writes)')
+    results = [in_own_process(argv, f'{impl}:{dtype}:{n}:{length}', None)
+               for length in args.gen_lengths for n in args.gen_samples
+               for impl, dtype in configurations(args, peaks)]
+    report_generate(results, bandwidth)
+
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+GEN_TOP_K = 10
+# transformers' tokens/s: its steps timed at this many contexts, this many steps each
+GEN_POINTS, GEN_STEPS = 4, 4
+
+
+def copy_bandwidth(device, n_bytes=1 << 30, n=3):
+    """GB/s of a copy of n_bytes, each byte read once and written once, best of n."""
+    src = torch.ones(n_bytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return 2 * n_bytes / min(timed(lambda: dst.copy_(src), device) for _ in range(n + 1)) / 1e9
+
+
+def generate_lm(args, dtype):
+    """The LMModel of the bench's size that generate.load_lm would give for OpenAI's
+    weights, with random ones (the cost does not depend on them), in dtype."""
+    cfg = Config(DEFAULT_CONFIG, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head)
+    torch.manual_seed(0)
+    model = LMModel(cfg, vocab=N_VOCAB + args.n_ctx, n_ctx=args.n_ctx, return_probs=True)
+    return model.to(args.device, DTYPES[dtype]).eval()
+
+
+def transformers_copy(args, model):
+    """transformers' OpenAIGPTLMHeadModel holding model's weights (as export.py maps them),
+    in model's dtype."""
+    import transformers
+    config = transformers.OpenAIGPTConfig(vocab_size=N_VOCAB, n_positions=args.n_ctx,
+                                          n_embd=args.n_embd, n_layer=args.n_layer,
+                                          n_head=args.n_head, afn='gelu')
+    hf = transformers.OpenAIGPTLMHeadModel(config)
+    meta = dict(n_vocab=N_VOCAB, n_special=0, n_ctx=args.n_ctx, cfg=dict(n_layer=args.n_layer))
+    # the LM head is tied to tokens_embed, which the state holds
+    hf.load_state_dict(export.transformers_state(model.state_dict(), meta), strict=False)
+    return hf.to(args.device, model.transformer.embed.weight.dtype).eval()
+
+
+def run_generate(args, impl, dtype, n, length):
+    """tokens/s of n samples that continue a prompt of --gen_prompt random tokens to length
+    tokens, by generate.sample (impl 'fast') or transformers' generate; and the bytes of
+    weights that each step reads: every block's parameters and the LM head's rows of the
+    BPE tokens (the two embedding rows looked up are left out).
+
+    transformers has no key/value cache for OpenAIGPT, so that a step costs a pass over the
+    whole context, and its whole run at 512 tokens and 8 samples would take most of an hour
+    on two cores: its run's time is the sum over the steps of their time, measured for
+    GEN_STEPS steps from each of GEN_POINTS contexts and interpolated between them. At the
+    shortest length and one sample, its whole run is timed too, to check that sum."""
+    model = generate_lm(args, dtype)
+    weights = sum(p.numel() for p in model.transformer.h.parameters()) + N_VOCAB * args.n_embd
+    tokens = np.random.default_rng(0).integers(0, N_VOCAB, length).tolist()
+    prompt, new = args.gen_prompt, length - args.gen_prompt
+    found = dict(impl=impl, dtype=dtype, samples=n, length=length,
+                 weight_bytes=weights * model.transformer.embed.weight.element_size())
+    if impl == 'fast':
+        def run(k):
+            generate.sample(model, tokens[:prompt], k, N_VOCAB, 0, args.n_ctx, top_k=GEN_TOP_K,
+                            num_samples=n,
+                            generator=[torch.Generator().manual_seed(i) for i in range(n)])
+        run(2)  # warm-up
+        seconds = timed(lambda: run(new), args.device)
+        return dict(found, seconds=seconds, tokens_per_s=n * new / seconds)
+    hf = transformers_copy(args, model)
+
+    def run(context, k):
+        ids = torch.tensor([tokens[:context]], device=args.device)
+        with torch.no_grad():
+            hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=GEN_TOP_K,
+                        max_new_tokens=k, min_new_tokens=k, num_return_sequences=n,
+                        pad_token_id=0)
+    run(prompt, 2)  # warm-up
+    starts = np.linspace(prompt, length - GEN_STEPS, GEN_POINTS).round().astype(int)
+    step_s = [timed(lambda: run(int(t), GEN_STEPS), args.device) / GEN_STEPS for t in starts]
+    # a step from context t reads t tokens: each timing is that of its middle step
+    seconds = float(np.interp(np.arange(prompt, length), starts + (GEN_STEPS - 1) / 2,
+                              step_s).sum())
+    found.update(seconds=seconds, tokens_per_s=n * new / seconds, contexts=starts.tolist(),
+                 step_s=step_s)
+    if n == 1 and length == min(args.gen_lengths):
+        found['whole_run_tokens_per_s'] = new / timed(lambda: run(prompt, new), args.device)
+    return found
+
+
+def report_generate(results, bandwidth):
+    print('| tokens | samples | dtype | generate.py tokens/s | transformers tokens/s | '
+          'vs transformers | floor tokens/s | generate.py / floor |')
+    print('|---|---|---|---|---|---|---|---|')
+    find = lambda impl, r: next((p for p in results if p['impl'] == impl and all(
+        p[k] == r[k] for k in ('dtype', 'samples', 'length'))), None)
+    for r in results:
+        if r['impl'] != 'fast':
+            continue
+        peer = find('transformers', r)
+        # each step reads the weights once, for the whole batch
+        floor = r['samples'] * bandwidth * 1e9 / r['weight_bytes']
+        theirs, ratio = ((f'{peer["tokens_per_s"]:.1f}', f'{r["tokens_per_s"] / peer["tokens_per_s"]:.1f}x')
+                         if peer else ('-', '-'))
+        print(f'| {r["length"]} | {r["samples"]} | {r["dtype"]} | {r["tokens_per_s"]:.1f} | '
+              f'{theirs} | {ratio} | {floor:.1f} | {r["tokens_per_s"] / floor:.0%} |')
+    for r in results:
+        if 'whole_run_tokens_per_s' in r:
+            print(f'transformers, {r["dtype"]}, {r["length"]} tokens, 1 sample: '
+                  f'{r["whole_run_tokens_per_s"]:.1f} tokens/s over its whole run, '
+                  f'{r["tokens_per_s"]:.1f} as summed from its steps')
+
+
 def main(argv=None):
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
@@ -830,6 +994,8 @@ def main(argv=None):
         return text_main(args)
     if args.corpus:
         return corpus_main(args, argv)
+    if args.generate:
+        return generate_main(args, argv)
     if args.only == 'capacity':
         print(json.dumps(capacity(args)))
         return
