@@ -976,8 +976,10 @@ def report_generate(results, bandwidth):
         peer = find('transformers', r)
         # each step reads the weights once, for the whole batch
         floor = r['samples'] * bandwidth * 1e9 / r['weight_bytes']
-        theirs, ratio = ((f'{peer["tokens_per_s"]:.1f}', f'{r["tokens_per_s"] / peer["tokens_per_s"]:.1f}x')
-                         if peer else ('-', '-'))
+        theirs, ratio = '-', '-'
+        if peer:
+            theirs = f'{peer["tokens_per_s"]:.1f}'
+            ratio = f'{r["tokens_per_s"] / peer["tokens_per_s"]:.1f}x'
         print(f'| {r["length"]} | {r["samples"]} | {r["dtype"]} | {r["tokens_per_s"]:.1f} | '
               f'{theirs} | {ratio} | {floor:.1f} | {r["tokens_per_s"] / floor:.0%} |')
     for r in results:

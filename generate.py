@@ -86,8 +86,10 @@ def check_sampling(length, top_k, temperature, top_p=1.0, num_samples=None):
         raise ValueError(f'length must be a whole number >= 0, got {length!r}')
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
         raise ValueError(f'top_k must be a whole number >= 0 (0 keeps every token), got {top_k!r}')
-    if not isinstance(temperature, numbers.Real) or not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f'temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}')
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
+            and temperature >= 0):
+        raise ValueError('temperature must be a finite number >= 0 (0 is greedy), got '
+                         f'{temperature!r}')
     if not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:
         raise ValueError(f'top_p must be a number in (0, 1] (1 keeps every token), got {top_p!r}')
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(
@@ -188,7 +190,8 @@ class _Reader:
         else:
             x, start = tokens[:, -self.n_ctx:], 0
             # a cache of a full window is of no use: the next token slides it
-            self.cache = self.transformer.new_cache() if self.use_cache and seq < self.n_ctx else None
+            fresh = self.use_cache and seq < self.n_ctx
+            self.cache = self.transformer.new_cache() if fresh else None
         positions = torch.arange(start, start + x.size(1), device=x.device) + self.first_position
         h = self.transformer(torch.stack([x, positions.expand_as(x)], dim=-1), cache=self.cache)
         # the LM head at the last position only, and only over the text tokens

@@ -44,15 +44,18 @@ def checkpoint(double_head, tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope='module')
-def vocab(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('vocab')
+def write_vocab(folder, pieces=PIECES):
     encoder_path, bpe_path = str(folder / 'encoder.json'), str(folder / 'vocab.bpe')
     with open(encoder_path, 'w') as f:
-        json.dump({piece: i for i, piece in enumerate(PIECES)}, f)
+        json.dump({piece: i for i, piece in enumerate(pieces)}, f)
     with open(bpe_path, 'w') as f:
         f.write('#version: 0.2\na b\n')
     return encoder_path, bpe_path
+
+
+@pytest.fixture(scope='module')
+def vocab(tmp_path_factory):
+    return write_vocab(tmp_path_factory.mktemp('vocab'))
 
 
 @pytest.fixture
@@ -312,3 +315,78 @@ def test_checkpoint_takes_its_vocabulary_from_model_dir(checkpoint, vocab, tmp_p
     argv = [a for a in argv if a not in ('--encoder_path', '--bpe_path')]
     generate.main(argv + ['--model_dir', str(folder)])
     assert capsys.readouterr().out == expected
+
+
+@pytest.mark.parametrize('argv, message', [
+    ([''], "prompt: expected text to continue, got ''"),
+    (['  '], "prompt: expected text to continue, got '  '"),
+    (['ab', '--stop', ' '], "--stop ' ': expected text that the vocabulary encodes to at "
+                            'least one token'),
+], ids=['empty', 'spaces', 'stop_of_nothing'])
+def test_bad_input_exits_2_in_one_line(checkpoint, vocab, capsys, argv, message):
+    code, out, err = fails(argv[:1] + cli_args(checkpoint, vocab)[1:] + argv[1:], capsys,
+                           main=generate.main)
+    assert code == 2 and out == '' and len(err.splitlines()) == 1
+    assert err.startswith(f'generate.py: error: {message}')
+
+
+def test_stop_texts_are_read_as_inside_a_text(tmp_path):
+    """A newline, typed as \\n or as itself, at either end or alone, is the newline token
+    (OpenAI's vocabulary has one)."""
+    from text_utils import TextEncoder
+    text_encoder = TextEncoder(*write_vocab(tmp_path, PIECES + ['\n</w>']))
+    newline = len(PIECES)
+    assert generate.stop_ids(text_encoder, '\\n') == [newline]
+    assert generate.stop_ids(text_encoder, '\n') == [newline]
+    assert generate.stop_ids(text_encoder, 'Ab c\\n') == [PIECES.index('a'), PIECES.index('b</w>'),
+                                                         PIECES.index('c</w>'), newline]
+    assert generate.stop_ids(text_encoder, ' \\nb') == [newline, PIECES.index('b</w>')]
+
+
+def test_cli_draws_many_samples_each_from_its_seed_and_cut_at_the_stop(checkpoint, vocab, lm,
+                                                                        capsys):
+    from text_utils import TextEncoder
+    text_encoder = TextEncoder(*vocab)
+    model, dims = lm
+    prompt_ids = text_encoder.encode(['ab c bad'], verbose=False)[0]
+    stop = PIECES.index('f</w>')
+    expected, cut = [], 0
+    for seed in (3, 4, 5, 6):
+        ids = generate.sample(model, prompt_ids, 7, **dims, top_k=10,
+                              generator=torch.Generator().manual_seed(seed))
+        if stop in ids:
+            ids, cut = ids[:ids.index(stop) + 1], cut + 1
+        expected += [f'# --seed {seed}', f'ab c bad {generate.decode(text_encoder.decoder, ids)}']
+    assert 0 < cut < 4  # some samples stop early, others do not
+    generate.main(cli_args(checkpoint, vocab, '--num_samples', '4', '--stop', 'F'))
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+@pytest.mark.parametrize('dtype', ['fp32', 'bf16'])
+def test_cli_temperature_0_is_greedy(checkpoint, vocab, lm, capsys, dtype):
+    model, dims = lm
+    from text_utils import TextEncoder
+    text_encoder = TextEncoder(*vocab)
+    prompt_ids = text_encoder.encode(['ab c bad'], verbose=False)[0]
+    model.to(generate.DTYPES[dtype])
+    ids = generate.sample(model, prompt_ids, 7, **dims, top_k=1)
+    generate.main(cli_args(checkpoint, vocab, '--temperature', '0', '--dtype', dtype))
+    assert capsys.readouterr().out.splitlines() == [
+        f'ab c bad {generate.decode(text_encoder.decoder, ids)}']
+
+
+def test_cli_continues_the_last_n_ctx_tokens_of_a_long_prompt(checkpoint, vocab, lm, capsys):
+    from text_utils import TextEncoder
+    model, dims = lm
+    text_encoder = TextEncoder(*vocab)
+    prompt = 'a b c d e f g h'
+    prompt_ids = text_encoder.encode([prompt], verbose=False)[0]
+    assert len(prompt_ids) == N_CTX + 2
+    ids = generate.sample(model, prompt_ids[2:], 7, **dims, top_k=10,
+                          generator=torch.Generator().manual_seed(3))
+    generate.main([prompt] + cli_args(checkpoint, vocab)[1:])
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f'{prompt} {generate.decode(text_encoder.decoder, ids)}']
+    assert err.splitlines() == [f'generate.py: warning: the prompt is {N_CTX + 2} tokens and the '
+                                f'model reads {N_CTX}: it continues from the last {N_CTX}, '
+                                'without the first 2']
