@@ -359,7 +359,7 @@ class UpdateSettings:
 class Updater:
     """The model on this process (`module`), what runs it (`model`: DDP-wrapped under
     torchrun, compiled with --compile), and OpenAIAdam over n_updates_total updates, as
-    the UpdateSettings say. A subclass says what one forward pass computes (step)."""
+    the UpdateSettings say. A subclass says what one pass computes (forward_loss)."""
 
     def __init__(self, settings, dist, model, n_updates_total):
         self.settings, self.dist = settings, dist
