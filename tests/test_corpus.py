@@ -64,9 +64,9 @@ def file_paragraphs(files):
     return found
 
 
-def stream_of(folder, vocab, cache, options=Reading(), files=None):
-    """The token stream of folder's documents (all, or files), as load_corpus makes it."""
-    files = files or corpus.corpus_files(folder)
+def stream_of(folder, vocab, cache, options=Reading()):
+    """The token stream of folder's documents, as load_corpus makes it."""
+    files = corpus.corpus_files(folder)
     digests = corpus.document_digests(files, folder, options, cache, verbose=False)
     return TokenStream(**corpus.encoded_corpus('c', files, folder, digests,
                                                corpus.Vocabulary(*vocab), options, cache,
