@@ -80,8 +80,8 @@ def corpus_files(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
         found += [os.path.join(root, n) for n in sorted(names) if not n.startswith('.')]
     if not found:
-        raise RunError(f'--corpus {folder} holds no file: give a folder of plain-text files '
-                       '(each one a document)')
+        raise RunError(f'--corpus {folder} holds no file: give a folder of documents (plain '
+                       'text, .gz, .jsonl, .parquet), each file one')
     for path in found:
         what = not_a_file(path)
         if what:
