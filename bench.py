@@ -910,11 +910,12 @@ def copy_bandwidth(device, n_bytes=1 << 30, n=3):
 
 def generate_lm(args, dtype):
     """The LMModel of the bench's size that generate.load_lm would give for OpenAI's
-    weights, with random ones (the cost does not depend on them), in dtype."""
+    weights, with random ones (the cost does not depend on them), cast to dtype as
+    generate.py casts it."""
     cfg = Config(DEFAULT_CONFIG, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head)
     torch.manual_seed(0)
     model = LMModel(cfg, vocab=N_VOCAB + args.n_ctx, n_ctx=args.n_ctx, return_probs=True)
-    return model.to(args.device, DTYPES[dtype]).eval()
+    return generate.cast_for_sampling(model.to(args.device), DTYPES[dtype]).eval()
 
 
 def transformers_copy(args, model):

@@ -21,6 +21,7 @@ generate.sample() itself takes any length.
 Exit codes: 0 done; 1 an error, said in one line naming the file; 2 a bad flag.
 """
 import argparse
+import contextlib
 import math
 import numbers
 import os
@@ -28,8 +29,8 @@ import sys
 
 import torch
 
-from model_pytorch import (Config, LMModel, check_weights_files, load_openai_pretrained_model,
-                           load_trained_params, pretrained_settings)
+from model_pytorch import (Config, Conv1D, LMModel, check_weights_files,
+                           load_openai_pretrained_model, load_trained_params, pretrained_settings)
 from utils import Parser, count, real
 
 GET_CHECKPOINT = ('fine-tune one with `python train.py --dataset rocstories --desc rocstories '
@@ -115,7 +116,8 @@ def sample(model, prompt_ids, length, n_vocab, n_special, n_ctx, top_k=0, temper
     The model reads the last n_ctx tokens. Each new token costs one position (a KVCache
     holds the others, unless use_cache is False) and the LM head at that position only.
     Once the sequence is longer than n_ctx, the window slides a token at a time, which
-    moves every position: each token then reads the whole window afresh.
+    moves every position: each token then reads the whole window afresh. In bf16 on a CPU,
+    cast_for_sampling lays the weights out for the fastest product with one row.
     """
     check_sampling(length, top_k, temperature, top_p, num_samples)
     ids = [int(i) for i in prompt_ids]
@@ -181,6 +183,9 @@ class _Reader:
         self.device = self.we.device
         self.use_cache = use_cache
         self.cache = None  # while not None, it holds every token of the rows but the last
+        # see cast_for_sampling
+        self.by_columns = (self.we.dtype == torch.bfloat16 and self.device.type == 'cpu'
+                           and all(conv.w.stride(0) == 1 for conv in _dense_layers(model)))
 
     def __call__(self, tokens):
         """tokens (rows, seq) -> logits (rows, n_vocab), float32."""
@@ -193,14 +198,45 @@ class _Reader:
             fresh = self.use_cache and seq < self.n_ctx
             self.cache = self.transformer.new_cache() if fresh else None
         positions = torch.arange(start, start + x.size(1), device=x.device) + self.first_position
-        h = self.transformer(torch.stack([x, positions.expand_as(x)], dim=-1), cache=self.cache)
-        # the LM head at the last position only, and only over the text tokens
-        return (h[:, -1] @ self.we[:self.n_vocab].T).float()
+        with _onednn(not (self.by_columns and x.numel() == 1)):
+            h = self.transformer(torch.stack([x, positions.expand_as(x)], dim=-1),
+                                 cache=self.cache)
+            # the LM head at the last position only, and only over the text tokens
+            return (h[:, -1] @ self.we[:self.n_vocab].T).float()
 
     def select(self, rows):
         """Keeps the rows `rows` of the cache, in that order."""
         for block_cache in self.cache or ():
             block_cache.select(torch.tensor(rows, device=self.device))
+
+
+def cast_for_sampling(model, dtype):
+    """model, its parameters cast to dtype, for sample(). In bf16 on a CPU, each dense
+    layer's weight (nx, nf) is then stored by columns, as its transpose is by rows (the
+    same shape and values): sample() multiplies one row by it with torch's own kernel,
+    which reads such a matrix at the speed of memory, where oneDNN's reads either layout
+    at about half that (docs/speed.md, Sampling)."""
+    model.to(dtype)
+    if dtype == torch.bfloat16 and next(model.parameters()).device.type == 'cpu':
+        for conv in _dense_layers(model):
+            conv.w.data = conv.w.data.t().contiguous().t()
+    return model
+
+
+def _dense_layers(model):
+    return [m for m in model.modules() if isinstance(m, Conv1D)]
+
+
+@contextlib.contextmanager
+def _onednn(enabled):
+    """torch's products of CPU tensors through oneDNN while enabled, through its own kernels
+    otherwise."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
 
 
 def _draw(logits, top_k, temperature, top_p, generators):
@@ -346,9 +382,10 @@ def main(argv=None):
         warn_long(prompt_ids, dims['n_ctx'])
         stop = [stop_ids(text_encoder, text) for text in args.stop]
         seeds = [(args.seed + i) % 2 ** 64 for i in range(args.num_samples)]
-        samples = sample(model.to(DTYPES[args.dtype]), prompt_ids, args.length, **dims,
-                         top_k=args.top_k, temperature=args.temperature, top_p=args.top_p,
-                         stop=stop, num_samples=args.num_samples,
+        model = cast_for_sampling(model, DTYPES[args.dtype])
+        samples = sample(model, prompt_ids, args.length, **dims, top_k=args.top_k,
+                         temperature=args.temperature, top_p=args.top_p, stop=stop,
+                         num_samples=args.num_samples,
                          generator=[torch.Generator().manual_seed(s) for s in seeds])
     except (OSError, ValueError) as err:
         raise SystemExit(f'generate.py: error: {err}')

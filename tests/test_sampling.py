@@ -119,13 +119,26 @@ def test_greedy_decoding_is_transformers_generate(checkpoint, lm, tmp_path):
     assert generate.sample(lm, PROMPT, N_CTX - len(PROMPT), **DIMS, temperature=0) == expected
 
 
-def test_bf16_weights_draw_the_same_with_and_without_the_cache(lm):
+def bf16_copy(lm):
     model = LMModel(CFG, vocab=N_VOCAB + N_SPECIAL + N_CTX, n_ctx=N_CTX, return_probs=True)
     model.load_state_dict(lm.state_dict())
-    model.to(torch.bfloat16)
+    return model.to(torch.bfloat16)
+
+
+def test_bf16_weights_by_columns_draw_what_they_draw_by_rows(lm):
+    """cast_for_sampling's layout holds the same weights, which sample() multiplies by one
+    row with torch's own kernel: the same greedy tokens as oneDNN's products over the
+    weights as they were, with and without the cache, oneDNN left on."""
+    plain = bf16_copy(lm)
+    cast = generate.cast_for_sampling(bf16_copy(lm), torch.bfloat16)
+    for (name, p), q in zip(plain.named_parameters(), cast.parameters()):
+        assert torch.equal(p, q) and p.shape == q.shape, name
+    weights = [conv.w for conv in generate._dense_layers(cast)]
+    assert len(weights) == 4 * CFG.n_layer and all(w.stride(0) == 1 for w in weights)
     greedy = [generate.sample(model, PROMPT, 2 * N_CTX, **DIMS, temperature=0, use_cache=c)
-              for c in (True, False)]
-    assert greedy[0] == greedy[1] and len(set(greedy[0])) > 1
+              for model in (plain, cast) for c in (True, False)]
+    assert all(g == greedy[0] for g in greedy) and len(set(greedy[0])) > 1
+    assert torch.backends.mkldnn.enabled
 
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
