@@ -541,9 +541,10 @@ def token_file_problem(path, index, n_vocab):
 
 
 def token_checksum(path, dtype):
-    """(crc32 of the token file's bytes, its largest id), in one pass: zlib's crc32 reads
-    some 2.7 GB/s on one core where sha256 reads 1.3, and a checksum is all that is asked
-    here (a damaged file, not an attack)."""
+    """(crc32 of the token file's bytes, its largest id), in one pass. A checksum is all
+    that is asked here (a damaged file, not an attack), and it is cheaper: bench.py
+    --corpus checks a 2 GB token file in 0.86 s from memory, where its sha256 alone takes
+    1.24 s."""
     crc, top = 0, -1
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(CHECK_BLOCK), b''):
