@@ -337,8 +337,8 @@ def document_digests(files, folder, options, cache_dir, verbose=True):
     by a tool that restores a modification time)."""
     where = hashlib.sha256(os.path.realpath(folder).encode()).hexdigest()[:16]
     memo_path = os.path.join(cache_dir, f'corpus-{corpus_name(folder)}-{where}.documents.json')
-    memo = read_json(memo_path) or {}
-    seen = {}
+    memo = read_json(memo_path)
+    memo, seen = memo if isinstance(memo, dict) else {}, {}
     with tqdm(total=len(files), ncols=80, leave=False, disable=not verbose,
               desc='checking') as bar:
         for path in files:
