@@ -560,11 +560,11 @@ def warn(message):
 # ---------------------------------------------------------------------------------------
 # The corpus of a run: found, or encoded, by the first process alone.
 
-def load_corpus(args, dd):
+def load_corpus(args, dist):
     """The training and validation streams. The first process lists, checks and splits
     the documents and finds their streams in the cache, or encodes them there; the others
     are told where the streams are, and read nothing else."""
-    found = dd.on_first(lambda: cached_streams(args))
+    found = dist.on_first(lambda: cached_streams(args))
     train_stream, valid_stream = (TokenStream(**s) for s in found['streams'])
     for stream, what, flag in ((train_stream, 'training', '--corpus'),
                                (valid_stream, 'validation', '--valid_files')):
@@ -572,7 +572,7 @@ def load_corpus(args, dd):
             raise RunError(f'the {what} documents hold {stream.n_tokens} tokens, fewer than '
                            f'one window of --n_ctx {args.n_ctx} (and the token after it): '
                            f'give more text ({flag}) or a smaller --n_ctx')
-    if dd.main:
+    if dist.main:
         valid = found['valid']
         print(f"{found['n_train']} training documents ({train_stream.n_tokens} tokens), "
               f'{len(valid)} validation documents ({valid_stream.n_tokens} tokens): '

@@ -1,11 +1,12 @@
-"""Pre-trains GPT-1's language model on a folder of plain-text files: the paper's first
-stage (section 4.1), which OpenAI did not release.
+"""Pre-trains GPT-1's language model on a folder of documents (text, JSON lines, parquet,
+gzip'd: corpus.py): the paper's first stage (section 4.1), which OpenAI did not release.
 
     python pretrain.py --corpus books/ --desc books
 
 Its defaults are the paper's recipe: 12 layers, 768 wide, 12 heads; updates of 64
-windows of 512 contiguous tokens; Adam at 2.5e-4, raised linearly over the first 2000
-updates, then annealed to 0 on a cosine; L2 0.01 on every matrix; 100 epochs. The
+windows of 512 positions, each predicting the token after it; Adam at 2.5e-4, raised
+linearly over the first 2000 updates, then annealed to 0 on a cosine; L2 0.01 on every
+matrix; 100 epochs. A checkpoint every 10 minutes (--save_minutes). The
 result, save/{desc}/model/, is a model folder that train.py --model_dir, generate.py,
 zeroshot.py and transformers' OpenAIGPTLMHeadModel.from_pretrained load.
 
