@@ -901,8 +901,9 @@ GEN_TOP_K = 10
 GEN_POINTS, GEN_STEPS = 4, 4
 
 
-def copy_bandwidth(device, n_bytes=1 << 30, n=3):
-    """GB/s of a copy of n_bytes, each byte read once and written once, best of n."""
+def copy_bandwidth(device, n_bytes=1 << 30, n=10):
+    """GB/s of a copy of n_bytes, each byte read once and written once, best of n (on a
+    shared machine single copies vary by a third)."""
     src = torch.ones(n_bytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     return 2 * n_bytes / min(timed(lambda: dst.copy_(src), device) for _ in range(n + 1)) / 1e9
