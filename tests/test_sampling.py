@@ -69,6 +69,20 @@ def test_the_cache_reads_one_position_and_gives_what_whole_windows_give(lm):
     assert read == [len(PROMPT)] + [1] * (N_CTX - len(PROMPT)) + [N_CTX] * (rows.size(1) - N_CTX)
 
 
+def test_a_cache_extended_by_several_positions_gives_one_pass(lm):
+    """The body reading a window in three parts, a KVCache holding the parts before: the
+    hidden states of one pass over the window, causal within each part too."""
+    tokens = torch.randint(0, N_VOCAB, (2, N_CTX), generator=torch.Generator().manual_seed(1))
+    rows = window_inputs(tokens)
+    cache = lm.transformer.new_cache()
+    with torch.no_grad():
+        parts = [lm.transformer(rows[:, a:b], cache=cache)
+                 for a, b in ((0, 3), (3, 4), (4, N_CTX))]
+        expected = lm.transformer(rows)
+    torch.testing.assert_close(torch.cat(parts, dim=1), expected, atol=1e-5, rtol=1e-5)
+    assert cache[0].length == N_CTX
+
+
 @pytest.mark.parametrize('prompt', [PROMPT, list(range(N_CTX + 2))], ids=['short', 'past_n_ctx'])
 def test_the_cache_draws_what_whole_windows_draw(lm, prompt):
     """A fixed top-k draw of three samples past n_ctx: the same ids with and without the
