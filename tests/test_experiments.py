@@ -258,6 +258,8 @@ BAD = [  # (experiment's flags changed, train.py flags added, exit code, words s
     ((), ('--update_batch', '32', '--n_batch', '8'), 1,
      'run cola-full: 16 training examples make no update of --update_batch 32'),
     (('--data_dir', 'absent'), (), 1, '--data_dir absent: no CoLA data there'),
+    # the model holds 2 blocks: the flag given is named, not --n_transfer's default
+    ((), ('--n_layer', '3'), 1, 'run cola-full: --n_layer 3: the weights in'),
 ]
 
 
