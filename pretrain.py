@@ -415,7 +415,7 @@ def prepare(args, dist, folder):
     warmup = min(1.0, args.warmup_updates / total)
     limits = [f'--{name}' for name in ('max_updates', 'max_tokens') if getattr(args, name)]
     runs.check_schedule('pretrain.py', f'{total} update(s) planned', total, args.lr_schedule,
-                        warmup, f'--warmup_updates {args.warmup_updates}',
+                        warmup, ('--warmup_updates', args.warmup_updates),
                         ['raise ' + ' or '.join(limits or ['--n_iter'])], args.lr, dist.main)
     trainer = LMTrainer(runs.UpdateSettings.from_flags(args, warmup), dist, model, total,
                         n_vocab, args.n_ctx)

@@ -7,8 +7,8 @@ SIGTERM or Ctrl-C (after a checkpoint once training has begun: add --resume to g
 """
 import contextlib
 import dataclasses
-import importlib.util
 import errno
+import importlib.util
 import os
 import random
 import re
@@ -125,7 +125,8 @@ def add_run_flags(p, saves, save_minutes=0):
     p.add_argument('--tensorboard', metavar='DIR',
                    help='also write what the log holds, as scalars for TensorBoard, in '
                         'DIR/{desc}/ (needs the tensorboard package)')
-    p.add_argument('--resume', action='store_true', help="continue this --desc's newest checkpoint")
+    p.add_argument('--resume', action='store_true',
+                   help="continue this --desc's newest checkpoint")
     p.add_argument('--overwrite', action='store_true',
                    help='delete the files of an earlier run of this --desc and start afresh')
 
@@ -301,12 +302,12 @@ def check_output_dirs(args, folder):
 def check_schedule(prog, updates, total, schedule, warmup, ramp, more, lr, main):
     """Refuses a run none of whose total updates has a learning rate above 0 (update t
     has lr x schedule((t - 1) / total), as in OpenAIAdam: the warmup starts from 0), and
-    warns where lr 0 leaves the weights as they are, or the warmup (ramp: its flag and
-    value) takes half the updates or more. updates says how total came about; more: the
-    flag changes that give more updates."""
+    warns where lr 0 leaves the weights as they are, or the warmup (ramp: the flag that
+    sets it and its value) takes half the updates or more. updates says how total came
+    about; more: the flag changes that give more updates."""
     x = torch.arange(total, dtype=torch.float64) / total
     moving = int((SCHEDULES[schedule](x, warmup) > 0).sum())
-    flag = ramp.split()[0]
+    flag, value = ramp
     if lr > 0 and moving == 0:
         raise RunError(f'{updates}: none has a learning rate above 0 (the {flag} ramp '
                        f'starts from 0), so nothing would be trained; {" or ".join(more)}')
@@ -316,8 +317,8 @@ def check_schedule(prog, updates, total, schedule, warmup, ramp, more, lr, main)
     if lr == 0:
         print(f'{prog}: warning: --lr 0: the weights will not change', file=sys.stderr)
     elif 2 * in_ramp >= total:
-        print(f'{prog}: warning: {updates}: {in_ramp} of them in the {ramp} ramp, the first '
-              f'at learning rate 0; to train past the warmup, {", ".join(more)} or lower '
+        print(f'{prog}: warning: {updates}: {in_ramp} of them in the {flag} {value} ramp, the '
+              f'first at learning rate 0; to train past the warmup, {", ".join(more)} or lower '
               f'{flag}', file=sys.stderr)
 
 

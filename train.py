@@ -301,15 +301,16 @@ def build_model(args, task, data, n_vocab):
     specials, n_special = tasks.Specials.after(n_vocab), 3
     inputs = tasks.Inputs(task, specials, n_vocab + n_special, args.n_ctx)
     n_ctx = inputs.longest(data.values())
-    model = DoubleHeadModel(runs.model_config(args, args.clf_pdrop), specials.classify, task.head,
-                            vocab=n_vocab + n_special + n_ctx, n_ctx=n_ctx)
+    cfg = runs.model_config(args, args.clf_pdrop)
+    model = DoubleHeadModel(cfg, specials.classify, task.head, vocab=n_vocab + n_special + n_ctx,
+                            n_ctx=n_ctx)
     try:
         load_openai_pretrained_model(model, n_ctx=n_ctx, n_special=n_special,
                                      n_transfer=args.n_transfer, n_embd=args.n_embd,
                                      path=args.model_dir)
     except (OSError, ValueError) as err:
         raise RunError(err) from None
-    meta = dict(cfg=dict(runs.model_config(args, args.clf_pdrop)), n_vocab=n_vocab, n_special=n_special, n_ctx=n_ctx,
+    meta = dict(cfg=dict(cfg), n_vocab=n_vocab, n_special=n_special, n_ctx=n_ctx,
                 clf_token=specials.classify, task_head_type=task.head, dataset=args.dataset)
     return model, inputs, meta
 
@@ -469,8 +470,8 @@ def count_updates(args, n_train, main):
     updates = (f'{total} update(s) ({n_train} training examples // --update_batch '
                f'{args.update_batch} x --n_iter {args.n_iter})')
     runs.check_schedule('train.py', updates, total, args.lr_schedule, args.lr_warmup,
-                        f'--lr_warmup {args.lr_warmup}', ['raise --n_iter', 'lower --update_batch'],
-                        args.lr, main)
+                        ('--lr_warmup', args.lr_warmup),
+                        ['raise --n_iter', 'lower --update_batch'], args.lr, main)
     return total
 
 
