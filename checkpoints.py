@@ -27,8 +27,8 @@ except ImportError:  # Windows: runs are not locked there
 RESUMABLE_CHANGES = {'desc', 'log_dir', 'save_dir', 'data_dir', 'submission_dir', 'submit',
                      'analysis', 'resume', 'overwrite', 'save_every', 'keep_checkpoints',
                      'device', 'cache_dir', 'download', 'model_dir', 'encoder_path',
-                     'bpe_path', 'smoke', 'n_batch_eval', 'train_file', 'valid_file', 'save_minutes',
-                     'test_file',
+                     'bpe_path', 'smoke', 'n_batch_eval', 'train_file', 'valid_file',
+                     'test_file', 'save_minutes', 'tensorboard',
                      # pretrain.py's: its corpus's content and --init_from's weights are in
                      # the checkpoint's inputs and state
                      'corpus', 'init_from', 'snapshot_every', 'max_minutes'}
