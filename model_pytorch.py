@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import atomic_write
+from utils import atomic_write, load_json
 
 OPENAI_MODEL_URL = 'https://github.com/openai/finetune-transformer-lm/tree/master/model'
 # OpenAI's weights: one flat float32 array cut into these files, laid out by
@@ -669,11 +669,7 @@ def _read_tensor_file(path, what, map_location='cpu', tensors=True):
 def check_params_shapes(path):
     """OpenAI's params_shapes.json: the positions [n_ctx, n_embd], the tokens [n_vocab,
     n_embd], then 12 tensors per block, each shape a list of sizes."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            shapes = json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path} is not valid JSON ({err})') from None
+    shapes = load_json(path)
     if not (isinstance(shapes, list) and all(
             isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shapes)):
         raise ValueError(f'{path} is not a list of tensor shapes (lists of whole numbers)')

@@ -19,7 +19,7 @@ import weakref
 
 from tqdm import tqdm
 
-from utils import read_bpe_merges
+from utils import load_json, read_bpe_merges
 
 # OpenAI pads every run of one of these characters with spaces. Their pattern wrote
 # `\\+` in a non-raw string, which reaches the regex as `\+` (the plus sign again), so
@@ -136,18 +136,10 @@ def check_vocabulary(encoder_path, bpe_path):
     return n_vocab
 
 
-def _load_json(path):
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f'{path} is not valid JSON ({err})') from None
-
-
 def check_encoder(path):
     """A JSON object from BPE tokens to the ids 0..n-1, each once (the embedding's rows);
     returns n."""
-    encoder = _load_json(path)
+    encoder = load_json(path)
     if not (isinstance(encoder, dict) and encoder
             and all(type(v) is int for v in encoder.values())):
         raise ValueError(f'{path} is not a map from BPE tokens to ids (a JSON object of '

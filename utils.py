@@ -164,6 +164,15 @@ def unwritable(folder):
     return None
 
 
+def load_json(path):
+    """The JSON in path; ValueError naming it where that is not JSON (or not UTF-8)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON ({err})') from None
+
+
 def read_bpe_merges(path):
     """The merges of a BPE vocabulary file as OpenAI's text_utils read them: the first
     line is a version header, the file ends with a newline, and each line in between
